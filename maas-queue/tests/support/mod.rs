@@ -1,0 +1,40 @@
+//! What the integration tests of this crate share: where the broker is, and a clear failure
+//! when it is not there.
+// Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Address of the Kafka-API broker started by `scripts/dev-services` (override: `MAAS_KAFKA`).
+fn kafka_addr() -> String {
+    std::env::var("MAAS_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
+/// The broker's address, after checking that something listens there.
+///
+/// Panics with instructions when the broker is not running: a missing service fails the
+/// test, it never skips it.
+pub fn require_kafka() -> String {
+    let addr = kafka_addr();
+    let reachable = addr
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
+    assert!(
+        reachable,
+        "no Kafka-API broker at {addr}: start one with `scripts/dev-services` \
+         (tansu in memory mode on 127.0.0.1:9092), or point MAAS_KAFKA at a running broker"
+    );
+    addr
+}
+
+/// A topic name no earlier run used, so tests never see each other's records.
+pub fn unique_topic(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
