@@ -7,12 +7,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use rskafka::BackoffConfig;
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
-use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
 
 const DURABLE: &str = "127.0.0.1:9094";
@@ -31,17 +28,6 @@ fn dev_services(command: &str) {
     );
 }
 
-async fn client() -> Client {
-    ClientBuilder::new(vec![DURABLE.to_owned()])
-        .backoff_config(BackoffConfig {
-            deadline: Some(Duration::from_secs(20)),
-            ..BackoffConfig::default()
-        })
-        .build()
-        .await
-        .expect("connect to the durable broker")
-}
-
 #[tokio::test]
 async fn durable_broker_keeps_records_across_kill_9() {
     // The durable broker is this test's subject, so the test starts it (idempotent) and
@@ -57,7 +43,7 @@ async fn durable_broker_keeps_records_across_kill_9() {
         })
         .collect();
     {
-        let client = client().await;
+        let client = support::rskafka_client(DURABLE).await;
         client
             .controller_client()
             .expect("controller")
@@ -78,7 +64,7 @@ async fn durable_broker_keeps_records_across_kill_9() {
     dev_services("kill-durable");
     dev_services("durable");
 
-    let pc = client()
+    let pc = support::rskafka_client(DURABLE)
         .await
         .partition_client(topic.clone(), 1, UnknownTopicHandling::Retry)
         .await

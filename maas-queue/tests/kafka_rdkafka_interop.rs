@@ -12,9 +12,8 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use rskafka::BackoffConfig;
+use rskafka::client::Client;
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
-use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
 use tokio::time::timeout;
 
@@ -24,17 +23,6 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// What a test expects to read back: (partition, offset) → (key, value, headers).
 type Written = BTreeMap<(i32, i64), (Vec<u8>, Vec<u8>, BTreeMap<String, Vec<u8>>)>;
-
-async fn rskafka_client(addr: &str) -> Client {
-    ClientBuilder::new(vec![addr.to_owned()])
-        .backoff_config(BackoffConfig {
-            deadline: Some(Duration::from_secs(20)),
-            ..BackoffConfig::default()
-        })
-        .build()
-        .await
-        .expect("connect rskafka to the broker")
-}
 
 /// Creates a topic and writes `PER_PARTITION` keyed records with headers to each partition.
 async fn write_with_rskafka(client: &Client, topic: &str) -> Written {
@@ -124,7 +112,7 @@ async fn receive(consumer: &StreamConsumer, written: &Written, n: usize) -> BTre
 async fn rdkafka_reads_what_rskafka_wrote() {
     let addr = support::require_kafka();
     let topic = support::unique_topic("interop-read");
-    let written = write_with_rskafka(&rskafka_client(&addr).await, &topic).await;
+    let written = write_with_rskafka(&support::rskafka_client(&addr).await, &topic).await;
 
     let consumer = rdkafka_consumer(&addr, &support::unique_topic("unused-group"));
     let mut assignment = TopicPartitionList::new();
@@ -144,7 +132,7 @@ async fn rdkafka_group_member_gets_partitions_commits_and_a_successor_resumes() 
     let addr = support::require_kafka();
     let topic = support::unique_topic("interop-group");
     let group = support::unique_topic("interop-group");
-    let client = rskafka_client(&addr).await;
+    let client = support::rskafka_client(&addr).await;
     let mut written = write_with_rskafka(&client, &topic).await;
 
     // First member: joins the group, is assigned every partition, reads all, commits.

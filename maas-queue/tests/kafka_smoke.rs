@@ -4,11 +4,8 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use rskafka::BackoffConfig;
-use rskafka::client::ClientBuilder;
 use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
 use rskafka::record::Record;
 
@@ -30,14 +27,7 @@ fn record(partition: i32, n: i64) -> Record {
 #[tokio::test]
 async fn rskafka_round_trip_on_three_partitions() {
     let addr = support::require_kafka();
-    let client = ClientBuilder::new(vec![addr])
-        .backoff_config(BackoffConfig {
-            deadline: Some(Duration::from_secs(20)),
-            ..BackoffConfig::default()
-        })
-        .build()
-        .await
-        .expect("connect to the broker");
+    let client = support::rskafka_client(&addr).await;
 
     let topic = support::unique_topic("smoke");
     client

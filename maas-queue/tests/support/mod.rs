@@ -6,6 +6,9 @@
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rskafka::BackoffConfig;
+use rskafka::client::{Client, ClientBuilder};
+
 /// Address of the Kafka-API broker started by `scripts/dev-services` (override: `MAAS_KAFKA`).
 fn kafka_addr() -> String {
     std::env::var("MAAS_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
@@ -37,4 +40,16 @@ pub fn unique_topic(prefix: &str) -> String {
         .expect("clock after 1970")
         .as_nanos();
     format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// An rskafka client for the broker at `addr`, retrying for at most 20 s.
+pub async fn rskafka_client(addr: &str) -> Client {
+    ClientBuilder::new(vec![addr.to_owned()])
+        .backoff_config(BackoffConfig {
+            deadline: Some(Duration::from_secs(20)),
+            ..BackoffConfig::default()
+        })
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("connect rskafka to the broker at {addr}: {e}"))
 }
