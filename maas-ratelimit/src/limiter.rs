@@ -1,0 +1,81 @@
+//! The one trait the tower layer needs from a limiter.
+
+use std::borrow::Borrow;
+use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
+
+use crate::algorithm::Algorithm;
+use crate::clock::Clock;
+use crate::{Decision, FixedWindow, KeyedLimiter, SlidingWindow, TokenBucket};
+
+/// Anything that can decide whether a request for a key may pass.
+///
+/// Implemented by the three single-stream limiters (which ignore the key), by
+/// [`KeyedLimiter`], and by `Arc`s of them. [`RateLimitLayer`](crate::RateLimitLayer) accepts
+/// any implementation, so you can also plug in your own (e.g. a distributed limiter).
+pub trait Limiter<K: ?Sized>: Send + Sync + 'static {
+    /// Checks `cost` units for `key`, consuming them when the request passes.
+    fn check_key(&self, key: &K, cost: u64) -> Decision;
+
+    /// What [`check_key`](Limiter::check_key) would answer, consuming nothing.
+    fn peek_key(&self, key: &K, cost: u64) -> Decision;
+
+    /// How many keys are tracked, for limiters that track keys.
+    fn tracked_keys(&self) -> Option<usize> {
+        None
+    }
+}
+
+macro_rules! single_stream {
+    ($($limiter:ident),*) => {$(
+        impl<K: ?Sized, C: Clock> Limiter<K> for $limiter<C> {
+            #[inline]
+            fn check_key(&self, _key: &K, cost: u64) -> Decision {
+                self.check_n(cost)
+            }
+
+            fn peek_key(&self, _key: &K, cost: u64) -> Decision {
+                self.peek(cost)
+            }
+        }
+    )*};
+}
+
+single_stream!(TokenBucket, SlidingWindow, FixedWindow);
+
+impl<K, Q, A, C, S> Limiter<Q> for KeyedLimiter<K, A, C, S>
+where
+    K: Hash + Eq + Borrow<Q> + Send + Sync + 'static,
+    Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    A: Algorithm,
+    C: Clock,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    #[inline]
+    fn check_key(&self, key: &Q, cost: u64) -> Decision {
+        self.check_n(key, cost)
+    }
+
+    fn peek_key(&self, key: &Q, cost: u64) -> Decision {
+        self.peek(key, cost)
+    }
+
+    fn tracked_keys(&self) -> Option<usize> {
+        Some(KeyedLimiter::tracked_keys(self))
+    }
+}
+
+impl<K: ?Sized, L: Limiter<K> + ?Sized> Limiter<K> for Arc<L> {
+    #[inline]
+    fn check_key(&self, key: &K, cost: u64) -> Decision {
+        (**self).check_key(key, cost)
+    }
+
+    fn peek_key(&self, key: &K, cost: u64) -> Decision {
+        (**self).peek_key(key, cost)
+    }
+
+    fn tracked_keys(&self) -> Option<usize> {
+        (**self).tracked_keys()
+    }
+}
