@@ -84,3 +84,8 @@ pub use limiter::Limiter;
 pub use quota::Quota;
 pub use sliding_window::SlidingWindow;
 pub use token_bucket::TokenBucket;
+
+/// The README's example, compiled as a doctest.
+#[cfg(all(doctest, feature = "http"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
