@@ -7,16 +7,16 @@
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use futures::FutureExt;
+use maas_benches::{once, two_threads};
 use maas_ratelimit::clock::{CoarseClock, MonotonicClock};
 use maas_ratelimit::{
     FixedWindow, KeyedLimiter, Quota, RateLimitLayer, SlidingWindow, TokenBucket,
 };
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Layer, service_fn};
 
 const HUGE: u64 = 1_000_000_000;
 
@@ -98,13 +98,6 @@ fn windows(c: &mut Criterion) {
         .bench_function("maas", |b| b.iter(|| black_box(fixed.check().is_allowed())));
 }
 
-/// One request through a ready service: `ready()` then `call()`, both resolving at once.
-fn once<S: Service<u64>>(svc: &mut S, n: u64) -> bool {
-    let ready = svc.ready().now_or_never().expect("ready at once").is_ok();
-    let done = svc.call(n).now_or_never().expect("answers at once").is_ok();
-    ready && done
-}
-
 fn tower_layer(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -126,36 +119,16 @@ fn tower_layer(c: &mut Criterion) {
 
 /// Two threads checking one limiter at once; reports wall time per check per thread.
 fn contended(c: &mut Criterion) {
-    fn run<F: Fn() -> bool + Send + Sync + 'static>(check: Arc<F>, iters: u64) -> Duration {
-        let barrier = Arc::new(Barrier::new(3));
-        let threads: Vec<_> = (0..2)
-            .map(|_| {
-                let (check, barrier) = (check.clone(), barrier.clone());
-                std::thread::spawn(move || {
-                    barrier.wait();
-                    for _ in 0..iters {
-                        black_box(check());
-                    }
-                })
-            })
-            .collect();
-        barrier.wait();
-        let start = Instant::now();
-        for t in threads {
-            t.join().unwrap();
-        }
-        start.elapsed()
-    }
     let mut g = c.benchmark_group("ratelimit/contended_2_threads");
     let maas = maas_bucket();
     let maas = Arc::new(move || maas.check().is_allowed());
     g.bench_function("maas_token_bucket", |b| {
-        b.iter_custom(|iters| run(maas.clone(), iters))
+        b.iter_custom(|iters| two_threads(maas.clone(), iters))
     });
     let gov = governor_direct();
     let gov = Arc::new(move || gov.check().is_ok());
     g.bench_function("governor", |b| {
-        b.iter_custom(|iters| run(gov.clone(), iters))
+        b.iter_custom(|iters| two_threads(gov.clone(), iters))
     });
     g.finish();
 }
