@@ -1,0 +1,111 @@
+//! The barrier in PostgreSQL, inside the participant's transaction.
+//!
+//! ```no_run
+//! use maas_saga::barrier::{BranchKey, postgres};
+//! use maas_saga::{BranchCall, Reply};
+//!
+//! async fn deduct(client: &mut tokio_postgres::Client, call: &BranchCall) -> Result<Reply, tokio_postgres::Error> {
+//!     let tx = client.transaction().await?;
+//!     let barrier = postgres::enter(&tx, &BranchKey::of(call)).await?;
+//!     if barrier.should_apply() {
+//!         let n = tx.execute("UPDATE quota SET amount = amount - 10 WHERE tenant = 'acme' AND amount >= 10", &[]).await?;
+//!         if n == 0 {
+//!             // Business failure: roll back (the barrier forgets this attempt too).
+//!             return Ok(Reply::Rejected("quota exhausted".into()));
+//!         }
+//!     }
+//!     tx.commit().await?;
+//!     Ok(barrier.reply())
+//! }
+//! ```
+
+use std::time::Duration;
+
+use tokio_postgres::GenericClient;
+
+use super::{APPLIED, BLOCKED, Barrier, BranchKey};
+
+/// Creates the barrier table if it does not exist.
+pub async fn migrate(client: &impl GenericClient) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS maas_saga_barrier (
+                saga_id TEXT NOT NULL,
+                branch TEXT NOT NULL,
+                op TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                PRIMARY KEY (saga_id, branch, op)
+            );
+            CREATE INDEX IF NOT EXISTS maas_saga_barrier_created ON maas_saga_barrier (created_at);",
+        )
+        .await
+}
+
+async fn insert(
+    client: &impl GenericClient,
+    key: &BranchKey,
+    op: &str,
+    reason: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    let n = client
+        .execute(
+            "INSERT INTO maas_saga_barrier (saga_id, branch, op, reason) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING",
+            &[&key.saga_id, &key.branch, &op, &reason],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Enters the barrier for `key` inside the transaction `tx`; do the work only if the
+/// answer [`should_apply`](Barrier::should_apply), then commit.
+pub async fn enter(
+    tx: &impl GenericClient,
+    key: &BranchKey,
+) -> Result<Barrier, tokio_postgres::Error> {
+    match key.op.undoes() {
+        None => {
+            if insert(tx, key, key.op.as_str(), APPLIED).await? {
+                return Ok(Barrier::Proceed);
+            }
+            let reason: String = tx
+                .query_one(
+                    "SELECT reason FROM maas_saga_barrier WHERE saga_id = $1 AND branch = $2 AND op = $3",
+                    &[&key.saga_id, &key.branch, &key.op.as_str()],
+                )
+                .await?
+                .get(0);
+            Ok(if reason == BLOCKED {
+                Barrier::Refused
+            } else {
+                Barrier::Duplicate
+            })
+        }
+        Some(forward) => {
+            // Block the forward operation; if that works, it never ran.
+            let never_ran = insert(tx, key, forward.as_str(), BLOCKED).await?;
+            if !insert(tx, key, key.op.as_str(), APPLIED).await? {
+                return Ok(Barrier::Duplicate);
+            }
+            Ok(if never_ran {
+                Barrier::NullCompensation
+            } else {
+                Barrier::Proceed
+            })
+        }
+    }
+}
+
+/// Deletes barrier rows older than `retention`; returns how many.
+pub async fn cleanup(
+    client: &impl GenericClient,
+    retention: Duration,
+) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute(
+            "DELETE FROM maas_saga_barrier WHERE created_at < now() - $1 * interval '1 millisecond'",
+            &[&(retention.as_millis() as i64)],
+        )
+        .await
+}

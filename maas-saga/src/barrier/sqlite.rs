@@ -1,0 +1,154 @@
+//! The barrier in SQLite, inside the participant's transaction.
+//!
+//! ```
+//! use maas_saga::barrier::{Barrier, BranchKey, sqlite};
+//! use maas_saga::Operation;
+//!
+//! let mut conn = rusqlite::Connection::open_in_memory()?;
+//! sqlite::migrate(&conn)?;
+//! let key = |op| BranchKey { saga_id: "s-1".into(), branch: "quota".into(), op };
+//!
+//! let tx = conn.transaction()?;
+//! assert_eq!(sqlite::enter(&tx, &key(Operation::Compensate))?, Barrier::NullCompensation);
+//! tx.commit()?;
+//! let tx = conn.transaction()?;
+//! assert_eq!(sqlite::enter(&tx, &key(Operation::Action))?, Barrier::Refused);
+//! tx.commit()?;
+//! # Ok::<(), rusqlite::Error>(())
+//! ```
+
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{Connection, params};
+
+use super::{APPLIED, BLOCKED, Barrier, BranchKey};
+
+fn now_millis() -> i64 {
+    crate::store::to_millis(SystemTime::now())
+}
+
+/// Creates the barrier table if it does not exist.
+pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS maas_saga_barrier (
+            saga_id TEXT NOT NULL,
+            branch TEXT NOT NULL,
+            op TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            PRIMARY KEY (saga_id, branch, op)
+        );
+        CREATE INDEX IF NOT EXISTS maas_saga_barrier_created ON maas_saga_barrier (created_at);",
+    )
+}
+
+fn insert(conn: &Connection, key: &BranchKey, op: &str, reason: &str) -> rusqlite::Result<bool> {
+    Ok(conn.execute(
+        "INSERT INTO maas_saga_barrier (saga_id, branch, op, reason, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT DO NOTHING",
+        params![key.saga_id, key.branch, op, reason, now_millis()],
+    )? == 1)
+}
+
+/// Enters the barrier for `key` inside the transaction `tx` (any `Connection` deref,
+/// e.g. a `rusqlite::Transaction`); do the work only if the answer
+/// [`should_apply`](Barrier::should_apply), then commit.
+pub fn enter(tx: &Connection, key: &BranchKey) -> rusqlite::Result<Barrier> {
+    match key.op.undoes() {
+        None => {
+            if insert(tx, key, key.op.as_str(), APPLIED)? {
+                return Ok(Barrier::Proceed);
+            }
+            let reason: String = tx.query_row(
+                "SELECT reason FROM maas_saga_barrier WHERE saga_id = ?1 AND branch = ?2 AND op = ?3",
+                params![key.saga_id, key.branch, key.op.as_str()],
+                |r| r.get(0),
+            )?;
+            Ok(if reason == BLOCKED {
+                Barrier::Refused
+            } else {
+                Barrier::Duplicate
+            })
+        }
+        Some(forward) => {
+            let never_ran = insert(tx, key, forward.as_str(), BLOCKED)?;
+            if !insert(tx, key, key.op.as_str(), APPLIED)? {
+                return Ok(Barrier::Duplicate);
+            }
+            Ok(if never_ran {
+                Barrier::NullCompensation
+            } else {
+                Barrier::Proceed
+            })
+        }
+    }
+}
+
+/// Deletes barrier rows older than `retention`; returns how many.
+pub fn cleanup(conn: &Connection, retention: Duration) -> rusqlite::Result<u64> {
+    let cutoff = now_millis() - retention.as_millis() as i64;
+    conn.execute(
+        "DELETE FROM maas_saga_barrier WHERE created_at < ?1",
+        params![cutoff],
+    )
+    .map(|n| n as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Operation;
+
+    fn key(op: Operation) -> BranchKey {
+        BranchKey {
+            saga_id: "s".into(),
+            branch: "b".into(),
+            op,
+        }
+    }
+
+    fn once(conn: &mut Connection, op: Operation) -> Barrier {
+        let tx = conn.transaction().unwrap();
+        let b = enter(&tx, &key(op)).unwrap();
+        tx.commit().unwrap();
+        b
+    }
+
+    #[test]
+    fn every_row_of_the_table() {
+        let mut c = Connection::open_in_memory().unwrap();
+        migrate(&c).unwrap();
+        assert_eq!(once(&mut c, Operation::Action), Barrier::Proceed);
+        assert_eq!(once(&mut c, Operation::Action), Barrier::Duplicate);
+        assert_eq!(once(&mut c, Operation::Compensate), Barrier::Proceed);
+        assert_eq!(once(&mut c, Operation::Compensate), Barrier::Duplicate);
+        assert_eq!(
+            once(&mut c, Operation::Action),
+            Barrier::Duplicate,
+            "still the applied row"
+        );
+
+        let mut c = Connection::open_in_memory().unwrap();
+        migrate(&c).unwrap();
+        assert_eq!(once(&mut c, Operation::Cancel), Barrier::NullCompensation);
+        assert_eq!(once(&mut c, Operation::Try), Barrier::Refused);
+        assert_eq!(once(&mut c, Operation::Cancel), Barrier::Duplicate);
+        assert_eq!(once(&mut c, Operation::Confirm), Barrier::Proceed);
+        assert_eq!(once(&mut c, Operation::Confirm), Barrier::Duplicate);
+    }
+
+    #[test]
+    fn a_rolled_back_attempt_is_forgotten() {
+        let mut c = Connection::open_in_memory().unwrap();
+        migrate(&c).unwrap();
+        let tx = c.transaction().unwrap();
+        assert_eq!(
+            enter(&tx, &key(Operation::Action)).unwrap(),
+            Barrier::Proceed
+        );
+        tx.rollback().unwrap();
+        assert_eq!(once(&mut c, Operation::Action), Barrier::Proceed);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(cleanup(&c, Duration::from_millis(1)).unwrap(), 1);
+    }
+}

@@ -1,0 +1,565 @@
+//! What a distributed transaction is made of: a [`Saga`] of steps, or a [`Tcc`] of branches.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::retry::{RetryPolicy, millis};
+
+/// A definition that cannot run. Returned by `build()`; never a panic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DefinitionError {
+    /// A transaction needs a name.
+    #[error("the transaction has no name")]
+    EmptyName,
+    /// A transaction needs at least one step or branch.
+    #[error("`{0}` has no steps")]
+    NoSteps(String),
+    /// Step names must be unique within a transaction.
+    #[error("step name `{0}` is used twice")]
+    DuplicateStep(String),
+    /// A step or branch needs a name and a participant.
+    #[error("a step has an empty name or participant")]
+    EmptyStep,
+    /// A step depends on a step that does not exist.
+    #[error("step `{step}` depends on unknown step `{missing}`")]
+    UnknownDependency {
+        /// The step.
+        step: String,
+        /// The missing dependency.
+        missing: String,
+    },
+    /// The step dependencies form a cycle.
+    #[error("the step dependencies form a cycle through `{0}`")]
+    Cycle(String),
+    /// A zero timeout, TTL or deadline.
+    #[error("{0} must be longer than zero")]
+    ZeroDuration(String),
+    /// A retry policy with no attempts.
+    #[error("step `{0}` allows zero attempts")]
+    ZeroAttempts(String),
+}
+
+/// One step of a saga (action and compensation) or one branch of a TCC (try, confirm,
+/// cancel), sent to a registered participant.
+///
+/// ```
+/// use std::time::Duration;
+/// use maas_saga::{RetryPolicy, Step};
+/// let step = Step::new("deduct-quota", "billing")
+///     .payload(serde_json::json!({ "tenant": "acme", "amount": 10 }))
+///     .timeout(Duration::from_secs(2))
+///     .retry(RetryPolicy::new(3));
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub(crate) name: String,
+    pub(crate) participant: String,
+    #[serde(default)]
+    pub(crate) payload: Value,
+    #[serde(with = "millis")]
+    pub(crate) timeout: Duration,
+    pub(crate) retry: RetryPolicy,
+    #[serde(default)]
+    pub(crate) after: Option<Vec<String>>,
+}
+
+impl Step {
+    /// A step named `name`, performed by the participant registered as `participant`.
+    /// Defaults: no payload, 10 s timeout per attempt, [`RetryPolicy::default`], and (in a
+    /// saga) running after the previous step.
+    pub fn new(name: impl Into<String>, participant: impl Into<String>) -> Self {
+        Step {
+            name: name.into(),
+            participant: participant.into(),
+            payload: Value::Null,
+            timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            after: None,
+        }
+    }
+
+    /// The JSON the participant receives with every operation of this step.
+    pub fn payload(mut self, payload: Value) -> Self {
+        self.payload = payload;
+        self
+    }
+
+    /// The limit on each attempt; an attempt that takes longer has an unknown outcome.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How unknown outcomes are retried.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Runs after exactly these steps (instead of after the previous one). An empty list
+    /// makes the step start with the saga, in parallel with other such steps.
+    pub fn after<I, S>(mut self, steps: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.after = Some(steps.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The step's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The participant's registered name.
+    pub fn participant(&self) -> &str {
+        &self.participant
+    }
+}
+
+/// A saga: steps whose actions run in dependency order (by default one after another), and
+/// whose compensations run in reverse order when a step fails.
+///
+/// ```
+/// use maas_saga::{Saga, Step};
+/// let saga = Saga::builder("create-model")
+///     .step(Step::new("create-model", "models").payload(serde_json::json!({ "id": "m-1" })))
+///     .step(Step::new("deduct-quota", "billing").payload(serde_json::json!({ "tenant": "acme" })))
+///     .build()?;
+/// assert_eq!(saga.steps().len(), 2);
+/// # Ok::<(), maas_saga::DefinitionError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Saga {
+    pub(crate) name: String,
+    pub(crate) steps: Vec<Step>,
+    #[serde(default, with = "opt_millis")]
+    pub(crate) deadline: Option<Duration>,
+    /// Dependencies by index, resolved at build.
+    #[serde(skip)]
+    pub(crate) deps: Vec<Vec<usize>>,
+}
+
+/// Builds a [`Saga`].
+#[derive(Debug, Clone)]
+pub struct SagaBuilder {
+    name: String,
+    steps: Vec<Step>,
+    deadline: Option<Duration>,
+}
+
+impl Saga {
+    /// Starts a saga named `name`.
+    pub fn builder(name: impl Into<String>) -> SagaBuilder {
+        SagaBuilder {
+            name: name.into(),
+            steps: Vec::new(),
+            deadline: None,
+        }
+    }
+
+    /// The saga's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its steps, in declaration order.
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// Resolves dependencies after loading a stored definition.
+    pub(crate) fn resolve(mut self) -> Result<Self, DefinitionError> {
+        self.deps = resolve_deps(&self.steps)?;
+        Ok(self)
+    }
+}
+
+impl SagaBuilder {
+    /// Adds a step.
+    pub fn step(mut self, step: Step) -> Self {
+        self.steps.push(step);
+        self
+    }
+
+    /// Stops retrying unknown outcomes of actions once the saga is this old, and
+    /// compensates instead.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Validates the saga: a name, at least one step, unique step names, known and acyclic
+    /// dependencies, non-zero timeouts and attempts.
+    pub fn build(self) -> Result<Saga, DefinitionError> {
+        if self.name.trim().is_empty() {
+            return Err(DefinitionError::EmptyName);
+        }
+        if self.steps.is_empty() {
+            return Err(DefinitionError::NoSteps(self.name));
+        }
+        if self.deadline.is_some_and(|d| d.is_zero()) {
+            return Err(DefinitionError::ZeroDuration(format!(
+                "the deadline of `{}`",
+                self.name
+            )));
+        }
+        check_steps(&self.steps)?;
+        Saga {
+            name: self.name,
+            steps: self.steps,
+            deadline: self.deadline,
+            deps: Vec::new(),
+        }
+        .resolve()
+    }
+}
+
+fn check_steps(steps: &[Step]) -> Result<(), DefinitionError> {
+    let mut seen = HashSet::new();
+    for s in steps {
+        if s.name.trim().is_empty() || s.participant.trim().is_empty() {
+            return Err(DefinitionError::EmptyStep);
+        }
+        if !seen.insert(s.name.as_str()) {
+            return Err(DefinitionError::DuplicateStep(s.name.clone()));
+        }
+        if s.timeout.is_zero() {
+            return Err(DefinitionError::ZeroDuration(format!(
+                "the timeout of `{}`",
+                s.name
+            )));
+        }
+        if s.retry.max_attempts == 0 {
+            return Err(DefinitionError::ZeroAttempts(s.name.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Each step's dependencies by index; an error for unknown names or cycles.
+fn resolve_deps(steps: &[Step]) -> Result<Vec<Vec<usize>>, DefinitionError> {
+    let index: HashMap<&str, usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let mut deps = Vec::with_capacity(steps.len());
+    for (i, s) in steps.iter().enumerate() {
+        let d = match &s.after {
+            None => {
+                if i == 0 {
+                    vec![]
+                } else {
+                    vec![i - 1]
+                }
+            }
+            Some(names) => names
+                .iter()
+                .map(|n| {
+                    index.get(n.as_str()).copied().ok_or_else(|| {
+                        DefinitionError::UnknownDependency {
+                            step: s.name.clone(),
+                            missing: n.clone(),
+                        }
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        deps.push(d);
+    }
+    // Kahn's algorithm: a cycle leaves steps that never become ready.
+    let mut indegree: Vec<usize> = deps.iter().map(Vec::len).collect();
+    let mut ready: Vec<usize> = (0..steps.len()).filter(|&i| indegree[i] == 0).collect();
+    let mut done = 0;
+    while let Some(i) = ready.pop() {
+        done += 1;
+        for (j, d) in deps.iter().enumerate() {
+            if d.contains(&i) {
+                indegree[j] -= 1;
+                if indegree[j] == 0 {
+                    ready.push(j);
+                }
+            }
+        }
+    }
+    if done < steps.len() {
+        let stuck = (0..steps.len()).find(|&i| indegree[i] > 0).unwrap_or(0);
+        return Err(DefinitionError::Cycle(steps[stuck].name.clone()));
+    }
+    Ok(deps)
+}
+
+/// A TCC transaction: every branch *tries* (reserves) in parallel; if all succeed they are
+/// all *confirmed*, otherwise all *cancelled*. A try not confirmed within the TTL is
+/// cancelled.
+///
+/// ```
+/// use std::time::Duration;
+/// use maas_saga::{Step, Tcc};
+/// let tcc = Tcc::builder("reserve-gpu-and-quota")
+///     .branch(Step::new("quota", "billing").payload(serde_json::json!({ "tenant": "acme", "amount": 5 })))
+///     .branch(Step::new("gpu", "scheduler"))
+///     .ttl(Duration::from_secs(30))
+///     .build()?;
+/// assert_eq!(tcc.branches().len(), 2);
+/// # Ok::<(), maas_saga::DefinitionError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tcc {
+    pub(crate) name: String,
+    pub(crate) branches: Vec<Step>,
+    #[serde(with = "millis")]
+    pub(crate) ttl: Duration,
+}
+
+/// Builds a [`Tcc`].
+#[derive(Debug, Clone)]
+pub struct TccBuilder {
+    name: String,
+    branches: Vec<Step>,
+    ttl: Duration,
+}
+
+impl Tcc {
+    /// Starts a TCC transaction named `name` (default TTL 30 s).
+    pub fn builder(name: impl Into<String>) -> TccBuilder {
+        TccBuilder {
+            name: name.into(),
+            branches: Vec::new(),
+            ttl: Duration::from_secs(30),
+        }
+    }
+
+    /// The transaction's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its branches.
+    pub fn branches(&self) -> &[Step] {
+        &self.branches
+    }
+
+    /// How long reservations may stay unconfirmed.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+}
+
+impl TccBuilder {
+    /// Adds a branch (its `after` setting is ignored: tries run in parallel).
+    pub fn branch(mut self, branch: Step) -> Self {
+        self.branches.push(branch);
+        self
+    }
+
+    /// How long a try may stay unconfirmed before every branch is cancelled.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Validates the transaction.
+    pub fn build(self) -> Result<Tcc, DefinitionError> {
+        if self.name.trim().is_empty() {
+            return Err(DefinitionError::EmptyName);
+        }
+        if self.branches.is_empty() {
+            return Err(DefinitionError::NoSteps(self.name));
+        }
+        if self.ttl.is_zero() {
+            return Err(DefinitionError::ZeroDuration(format!(
+                "the TTL of `{}`",
+                self.name
+            )));
+        }
+        check_steps(&self.branches)?;
+        Ok(Tcc {
+            name: self.name,
+            branches: self.branches,
+            ttl: self.ttl,
+        })
+    }
+}
+
+/// A saga or a TCC: what the engine stores as the intent and drives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Transaction {
+    /// A saga.
+    Saga(Saga),
+    /// A TCC transaction.
+    Tcc(Tcc),
+}
+
+impl Transaction {
+    /// The transaction's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Transaction::Saga(s) => &s.name,
+            Transaction::Tcc(t) => &t.name,
+        }
+    }
+
+    /// Its steps or branches.
+    pub fn steps(&self) -> &[Step] {
+        match self {
+            Transaction::Saga(s) => &s.steps,
+            Transaction::Tcc(t) => &t.branches,
+        }
+    }
+
+    /// `saga` or `tcc`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Transaction::Saga(_) => "saga",
+            Transaction::Tcc(_) => "tcc",
+        }
+    }
+
+    /// Re-validates a definition read back from a store.
+    #[cfg_attr(
+        not(any(feature = "postgres", feature = "sqlite", test)),
+        allow(dead_code)
+    )]
+    pub(crate) fn resolve(self) -> Result<Self, DefinitionError> {
+        match self {
+            Transaction::Saga(s) => s.resolve().map(Transaction::Saga),
+            t @ Transaction::Tcc(_) => Ok(t),
+        }
+    }
+}
+
+impl From<Saga> for Transaction {
+    fn from(s: Saga) -> Self {
+        Transaction::Saga(s)
+    }
+}
+
+impl From<Tcc> for Transaction {
+    fn from(t: Tcc) -> Self {
+        Transaction::Tcc(t)
+    }
+}
+
+mod opt_millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Option::<u64>::deserialize(d).map(|o| o.map(Duration::from_millis))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(name: &str) -> Step {
+        Step::new(name, "p")
+    }
+
+    #[test]
+    fn bad_definitions_fail_at_build() {
+        assert_eq!(
+            Saga::builder("").step(step("a")).build(),
+            Err(DefinitionError::EmptyName)
+        );
+        assert_eq!(
+            Saga::builder("s").build(),
+            Err(DefinitionError::NoSteps("s".into()))
+        );
+        assert_eq!(
+            Saga::builder("s").step(step("a")).step(step("a")).build(),
+            Err(DefinitionError::DuplicateStep("a".into()))
+        );
+        assert_eq!(
+            Saga::builder("s")
+                .step(step("a").after(["b"]))
+                .step(step("b").after(["a"]))
+                .build(),
+            Err(DefinitionError::Cycle("a".into()))
+        );
+        assert_eq!(
+            Saga::builder("s").step(step("a").after(["zzz"])).build(),
+            Err(DefinitionError::UnknownDependency {
+                step: "a".into(),
+                missing: "zzz".into()
+            })
+        );
+        assert!(matches!(
+            Saga::builder("s")
+                .step(step("a").timeout(Duration::ZERO))
+                .build(),
+            Err(DefinitionError::ZeroDuration(_))
+        ));
+        assert_eq!(
+            Saga::builder("s")
+                .step(step("a").retry(RetryPolicy::new(0)))
+                .build(),
+            Err(DefinitionError::ZeroAttempts("a".into()))
+        );
+        assert!(matches!(
+            Tcc::builder("t")
+                .branch(step("a"))
+                .ttl(Duration::ZERO)
+                .build(),
+            Err(DefinitionError::ZeroDuration(_))
+        ));
+        assert_eq!(
+            Tcc::builder("t").build(),
+            Err(DefinitionError::NoSteps("t".into()))
+        );
+        assert_eq!(
+            Saga::builder("s").step(Step::new("a", "")).build(),
+            Err(DefinitionError::EmptyStep)
+        );
+    }
+
+    #[test]
+    fn default_order_is_sequential_and_after_builds_a_dag() {
+        let s = Saga::builder("s")
+            .step(step("a"))
+            .step(step("b"))
+            .step(step("c"))
+            .build()
+            .unwrap();
+        assert_eq!(s.deps, vec![vec![], vec![0], vec![1]]);
+        let s = Saga::builder("s")
+            .step(step("a"))
+            .step(step("b").after(Vec::<String>::new()))
+            .step(step("c").after(["a", "b"]))
+            .build()
+            .unwrap();
+        assert_eq!(s.deps, vec![vec![], vec![], vec![0, 1]]);
+    }
+
+    #[test]
+    fn definitions_round_trip_through_json() {
+        let t: Transaction = Saga::builder("s")
+            .step(step("a").payload(serde_json::json!({"x": 1})))
+            .step(step("b"))
+            .deadline(Duration::from_secs(60))
+            .build()
+            .unwrap()
+            .into();
+        let back: Transaction = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert_eq!(back.resolve().unwrap(), t);
+    }
+}

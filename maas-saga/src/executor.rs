@@ -1,0 +1,309 @@
+//! Drives one transaction: runs the machine's commands against participants, feeds the
+//! outcomes back, and writes the decision to roll back and the final status.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tower::ServiceExt;
+use tracing::Instrument;
+
+use crate::engine::Shared;
+use crate::machine::{Command, Event, Machine};
+use crate::participant::{BranchCall, Participant, Reply};
+use crate::store::{AdminRequest, BranchProgress};
+use crate::{Operation, SagaId, Status, Step, Transaction};
+
+/// What the executor tells the world as it goes: the live view behind the query API.
+#[derive(Debug, Clone)]
+pub(crate) struct LiveView {
+    pub(crate) status: Status,
+    pub(crate) branches: Vec<BranchProgress>,
+}
+
+/// A transaction being driven.
+pub(crate) struct Drive {
+    pub(crate) id: SagaId,
+    pub(crate) transaction: Arc<Transaction>,
+    pub(crate) machine: Machine,
+    /// Whether the decision to roll back is already durable (recovered as compensating).
+    pub(crate) marked: bool,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) control: mpsc::UnboundedReceiver<AdminRequest>,
+    pub(crate) view: Arc<Mutex<LiveView>>,
+}
+
+/// How one operation ended, after its retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    Succeeded,
+    Failed,
+    Exhausted,
+}
+
+/// The W3C trace id of a transaction: its UUID's hex digits, or a hash of its id.
+fn trace_id(id: &SagaId) -> String {
+    let hex: String = id
+        .as_str()
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .collect();
+    if hex.len() == 32 && hex.chars().any(|c| c != '0') {
+        return hex.to_ascii_lowercase();
+    }
+    let h = id.as_str().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("{h:016x}{:016x}", h.rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15)
+}
+
+fn traceparent(trace: &str) -> String {
+    format!("00-{trace}-{:016x}-01", fastrand::u64(1..))
+}
+
+impl Drive {
+    fn progress(&self, attempts: &[u32]) -> Vec<BranchProgress> {
+        self.transaction
+            .steps()
+            .iter()
+            .zip(self.machine.branch_states())
+            .zip(attempts)
+            .map(|((step, state), attempts)| BranchProgress {
+                name: step.name.clone(),
+                state: state.to_owned(),
+                attempts: *attempts,
+            })
+            .collect()
+    }
+
+    fn publish(&self, attempts: &[u32]) {
+        let mut view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
+        view.status = self.machine.status();
+        view.branches = self.progress(attempts);
+    }
+
+    /// Runs the transaction to its end. Returns `None` if it cannot finish here (lease
+    /// lost, or an internal inconsistency that was logged).
+    pub(crate) async fn run(
+        mut self,
+        shared: Arc<Shared>,
+    ) -> Option<(Status, Vec<BranchProgress>)> {
+        let span = tracing::info_span!(
+            "saga",
+            saga.id = %self.id,
+            saga.name = self.transaction.name(),
+            saga.kind = self.transaction.kind()
+        );
+        async move {
+            let n = self.transaction.steps().len();
+            let mut attempts = vec![0u32; n];
+            let retry_now = Arc::new(Notify::new());
+            let stop = Arc::new(Stop::default());
+            let trace = trace_id(&self.id);
+            let mut running = FuturesUnordered::new();
+            let mut commands = self.machine.start();
+            let mut deadline_passed = false;
+            loop {
+                if !commands.is_empty() {
+                    let rolling_back = commands.iter().any(|c| !c.op.is_forward() && c.op != Operation::Confirm);
+                    if rolling_back && !self.marked {
+                        // The decision to roll back is durable before the first compensation.
+                        if !shared.mark_compensating(&self.id, self.progress(&attempts)).await {
+                            tracing::warn!("lease lost before rolling back; leaving the transaction to its new owner");
+                            return None;
+                        }
+                        self.marked = true;
+                    }
+                    for command in commands.drain(..) {
+                        let step = &self.transaction.steps()[command.branch];
+                        let Some(participant) = shared.registry.get(&step.participant) else {
+                            tracing::error!(participant = %step.participant, "participant not registered on this engine");
+                            return None;
+                        };
+                        running.push(run_op(
+                            participant,
+                            command,
+                            self.id.clone(),
+                            step.clone(),
+                            self.deadline,
+                            retry_now.clone(),
+                            stop.clone(),
+                            shared.clone(),
+                            trace.clone(),
+                            match &*self.transaction {
+                                Transaction::Tcc(t) => Some(t.ttl),
+                                Transaction::Saga(_) => None,
+                            },
+                        ));
+                    }
+                }
+                self.publish(&attempts);
+                if running.is_empty() {
+                    break;
+                }
+                let deadline = self.deadline.filter(|_| !deadline_passed && self.machine.status() == Status::Running);
+                let event = tokio::select! {
+                    Some((command, ended, tries)) = running.next() => {
+                        attempts[command.branch] += tries;
+                        match ended {
+                            Ended::Succeeded => Event::Succeeded(command.branch),
+                            Ended::Failed => Event::Failed(command.branch),
+                            Ended::Exhausted => Event::Exhausted(command.branch),
+                        }
+                    }
+                    Some(request) = self.control.recv() => match request {
+                        AdminRequest::Abort => {
+                            stop.trigger();
+                            Event::Abort
+                        }
+                        AdminRequest::Retry => {
+                            retry_now.notify_waiters();
+                            continue;
+                        }
+                    },
+                    _ = sleep_until(deadline), if deadline.is_some() => {
+                        deadline_passed = true;
+                        Event::Abort
+                    }
+                };
+                match self.machine.apply(event) {
+                    Ok(next) => commands = next,
+                    Err(e) => {
+                        tracing::error!(error = %e, "saga machine rejected an event; leaving the transaction for recovery");
+                        return None;
+                    }
+                }
+            }
+            let status = self.machine.status();
+            debug_assert!(status.is_final(), "drive ended in {status}");
+            Some((status, self.progress(&attempts)))
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// Tells forward operations (actions, tries) to stop retrying: the transaction is being
+/// aborted. An attempt already on the wire is still awaited.
+#[derive(Default)]
+struct Stop {
+    stopped: std::sync::atomic::AtomicBool,
+    notify: Notify,
+}
+
+impl Stop {
+    fn trigger(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    fn is_set(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs one operation with its retry policy. Actions and tries give up after their
+/// attempts or at the deadline; compensations, confirms and cancels never give up.
+#[allow(clippy::too_many_arguments)]
+async fn run_op(
+    participant: Participant,
+    command: Command,
+    saga_id: SagaId,
+    step: Step,
+    deadline: Option<Instant>,
+    retry_now: Arc<Notify>,
+    stop: Arc<Stop>,
+    shared: Arc<Shared>,
+    trace: String,
+    ttl: Option<Duration>,
+) -> (Command, Ended, u32) {
+    let op = command.op;
+    let bounded = op.is_forward();
+    let span = tracing::info_span!("saga_step", step = %step.name, op = %op, participant = %step.participant);
+    async move {
+        let mut attempt = 0u32;
+        loop {
+            let past_deadline = deadline.is_some_and(|d| Instant::now() >= d);
+            if bounded && (past_deadline || stop.is_set()) {
+                // Nothing sent: the action did not apply. Something sent: it may have.
+                let ended = if attempt == 0 { Ended::Failed } else { Ended::Exhausted };
+                return (command, ended, attempt);
+            }
+            attempt += 1;
+            let call = BranchCall {
+                saga_id: saga_id.clone(),
+                branch: step.name.clone(),
+                op,
+                payload: step.payload.clone(),
+                attempt,
+                traceparent: Some(traceparent(&trace)),
+                ttl: if op == Operation::Try { ttl } else { None },
+            };
+            let outcome = tokio::time::timeout(step.timeout, participant.clone().oneshot(call)).await;
+            let unknown = match outcome {
+                Ok(Ok(Reply::Done)) => {
+                    shared.observe_call(op, "success");
+                    return (command, Ended::Succeeded, attempt);
+                }
+                Ok(Ok(Reply::Rejected(reason))) if bounded => {
+                    shared.observe_call(op, "rejected");
+                    tracing::info!(%reason, "participant rejected the operation");
+                    return (command, Ended::Failed, attempt);
+                }
+                Ok(Ok(Reply::Rejected(reason))) => format!("rejected a {op}, which must not fail: {reason}"),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {:?}", step.timeout),
+            };
+            shared.observe_call(op, "unknown");
+            tracing::debug!(attempt, error = %unknown, "outcome unknown; will retry");
+            if bounded && attempt >= step.retry.max_attempts {
+                return (command, Ended::Exhausted, attempt);
+            }
+            if !bounded && attempt == shared.config.alert_after {
+                shared.observe_stuck(op);
+                tracing::warn!(attempt, error = %unknown, "undo operation keeps failing; still retrying");
+            }
+            shared.observe_retry(op);
+            let pause = step.retry.pause_after(attempt);
+            let wake = match deadline.filter(|_| bounded) {
+                Some(d) => (Instant::now() + pause).min(d),
+                None => Instant::now() + pause,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = retry_now.notified() => {}
+                _ = stop.notify.notified(), if bounded => {}
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_ids_are_32_hex_digits() {
+        let uuid = SagaId::new();
+        assert_eq!(trace_id(&uuid), uuid.as_str().replace('-', ""));
+        let custom = trace_id(&SagaId::from("order-42"));
+        assert_eq!(custom.len(), 32);
+        assert!(custom.chars().all(|c| c.is_ascii_hexdigit()));
+        let tp = traceparent(&custom);
+        assert!(tp.starts_with(&format!("00-{custom}-")) && tp.ends_with("-01"));
+        assert_eq!(tp.len(), 55);
+    }
+}

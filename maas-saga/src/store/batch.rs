@@ -1,0 +1,96 @@
+//! Group commit: concurrent writes are gathered and committed together.
+//!
+//! Each write waits for the commit of the batch it joined, so every write is durable when
+//! its future resolves; under load many writes share one commit, which is how the SQL
+//! stores stay well under one commit per transaction.
+
+use std::future::Future;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{BranchProgress, Lease, NewSaga, StoreError};
+use crate::{SagaId, Status};
+
+/// A write the batcher commits.
+#[derive(Debug)]
+pub(crate) enum Write {
+    Create(NewSaga, Lease),
+    Compensating {
+        id: SagaId,
+        lease: Lease,
+        progress: Vec<BranchProgress>,
+    },
+    Finish {
+        id: SagaId,
+        lease: Lease,
+        status: Status,
+        progress: Vec<BranchProgress>,
+    },
+}
+
+type Pending = (Write, oneshot::Sender<Result<bool, StoreError>>);
+
+/// The sending side; the worker owns the connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Batcher {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl Batcher {
+    /// Starts a worker that commits up to `max_batch` writes at a time with `commit`, which
+    /// returns one result per write, in order.
+    pub(crate) fn spawn<F, Fut>(max_batch: usize, mut commit: F) -> Self
+    where
+        F: FnMut(Vec<Write>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Vec<bool>, StoreError>> + Send,
+    {
+        let (tx, mut rx) = mpsc::channel::<Pending>(max_batch * 4);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < max_batch {
+                    match rx.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                let (writes, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                match commit(writes).await {
+                    Ok(results) => {
+                        for (reply, ok) in replies.into_iter().zip(results) {
+                            let _ = reply.send(Ok(ok));
+                        }
+                    }
+                    Err(e) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        });
+        Batcher { tx }
+    }
+
+    /// Queues `write` and waits until its batch is committed.
+    pub(crate) async fn write(&self, write: Write) -> Result<bool, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send((write, reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Marks all but the first create of each id in a batch as not created.
+pub(crate) fn first_creates(writes: &[Write]) -> Vec<bool> {
+    let mut seen = std::collections::HashSet::new();
+    writes
+        .iter()
+        .map(|w| match w {
+            Write::Create(s, _) => seen.insert(s.id.clone()),
+            _ => true,
+        })
+        .collect()
+}

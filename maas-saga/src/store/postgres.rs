@@ -1,0 +1,449 @@
+//! A PostgreSQL store: for several engine processes sharing one database.
+//!
+//! Writes from concurrent transactions are batched into one database transaction per
+//! batch (`UNNEST` of arrays, one statement per kind of write), on a dedicated connection.
+//! Claims use `FOR UPDATE SKIP LOCKED`, so engines never block on, or take, each other's
+//! rows; unfinished transactions are found through a partial index; times come from the
+//! database clock, so engines on hosts with skewed clocks still agree on lease expiry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, NoTls, Row};
+
+use super::batch::{Batcher, Write, first_creates};
+use super::{
+    AdminRequest, BoxFuture, BranchProgress, Lease, NewSaga, Renewed, SagaRecord, SagaStore,
+    StoreError, decode_progress, decode_transaction, from_millis,
+};
+use crate::{SagaId, Status};
+
+const SCHEMA: &[&str] = &[
+    // version 1
+    "CREATE TABLE IF NOT EXISTS maas_saga (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        definition JSONB NOT NULL,
+        status TEXT NOT NULL,
+        owner TEXT,
+        incarnation TEXT,
+        lease_until TIMESTAMPTZ,
+        created_at TIMESTAMPTZ NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL,
+        deadline TIMESTAMPTZ,
+        progress JSONB,
+        request TEXT
+    );
+    CREATE INDEX IF NOT EXISTS maas_saga_unfinished ON maas_saga (lease_until)
+        WHERE status IN ('running', 'compensating');
+    CREATE INDEX IF NOT EXISTS maas_saga_finished ON maas_saga (updated_at)
+        WHERE status IN ('committed', 'compensated');",
+];
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+async fn connect(config: &str) -> Result<Client, StoreError> {
+    let (client, connection) = tokio_postgres::connect(config, NoTls)
+        .await
+        .map_err(backend)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "saga store connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// A [`SagaStore`] in PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    control: Arc<Mutex<Client>>,
+    writer: Batcher,
+}
+
+impl PgStore {
+    /// Connects with a libpq-style configuration string (e.g.
+    /// `host=127.0.0.1 user=postgres dbname=app`) and migrates the schema. Opens two
+    /// connections: one for batched writes, one for claims, renewals and queries.
+    pub async fn connect(config: &str) -> Result<Self, StoreError> {
+        let mut control = connect(config).await?;
+        migrate(&mut control).await?;
+        let writer_client = Arc::new(Mutex::new(connect(config).await?));
+        let writer = Batcher::spawn(256, move |writes| {
+            let client = writer_client.clone();
+            async move { commit_batch(&mut *client.lock().await, writes).await }
+        });
+        Ok(PgStore {
+            control: Arc::new(Mutex::new(control)),
+            writer,
+        })
+    }
+}
+
+async fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let tx = client.transaction().await.map_err(backend)?;
+    // One migrator at a time across processes.
+    tx.execute("SELECT pg_advisory_xact_lock(7301453200042)", &[])
+        .await
+        .map_err(backend)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS maas_saga_migrations (version INTEGER PRIMARY KEY)",
+    )
+    .await
+    .map_err(backend)?;
+    let done: i32 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM maas_saga_migrations",
+            &[],
+        )
+        .await
+        .map_err(backend)?
+        .get(0);
+    for (i, sql) in SCHEMA.iter().enumerate().skip(done as usize) {
+        tx.batch_execute(sql).await.map_err(backend)?;
+        tx.execute(
+            "INSERT INTO maas_saga_migrations (version) VALUES ($1)",
+            &[&(i as i32 + 1)],
+        )
+        .await
+        .map_err(backend)?;
+    }
+    tx.commit().await.map_err(backend)
+}
+
+fn json(progress: &[BranchProgress]) -> String {
+    serde_json::to_string(progress).unwrap_or_else(|_| "[]".to_owned())
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Commits a batch in one transaction: one `INSERT ... SELECT FROM UNNEST` for all the
+/// intents and one `UPDATE ... FROM UNNEST` each for decisions and final statuses.
+async fn commit_batch(client: &mut Client, writes: Vec<Write>) -> Result<Vec<bool>, StoreError> {
+    let firsts = first_creates(&writes);
+    let mut c = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    let mut m = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut f = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (write, first) in writes.iter().zip(&firsts) {
+        match write {
+            Write::Create(s, lease) if *first => {
+                c.0.push(s.id.as_str().to_owned());
+                c.1.push(s.transaction.kind().to_owned());
+                c.2.push(s.transaction.name().to_owned());
+                c.3.push(serde_json::to_string(&s.transaction).map_err(backend)?);
+                c.4.push(lease.owner.clone());
+                c.5.push(lease.incarnation.clone());
+                c.6.push(millis(lease.duration));
+                c.7.push(s.deadline_after.map(millis));
+            }
+            Write::Create(..) => {}
+            Write::Compensating {
+                id,
+                lease,
+                progress,
+            } => {
+                m.0.push(id.as_str().to_owned());
+                m.1.push(lease.owner.clone());
+                m.2.push(lease.incarnation.clone());
+                m.3.push(json(progress));
+            }
+            Write::Finish {
+                id,
+                lease,
+                status,
+                progress,
+            } => {
+                f.0.push(id.as_str().to_owned());
+                f.1.push(lease.owner.clone());
+                f.2.push(lease.incarnation.clone());
+                f.3.push(status.as_str().to_owned());
+                f.4.push(json(progress));
+            }
+        }
+    }
+    let tx = client.transaction().await.map_err(backend)?;
+    let mut changed = std::collections::HashSet::new();
+    if !c.0.is_empty() {
+        let rows = tx
+            .query(
+                "INSERT INTO maas_saga (id, kind, name, definition, status, owner, incarnation,
+                    lease_until, created_at, updated_at, deadline)
+                 SELECT t.id, t.kind, t.name, t.def::jsonb, 'running', t.owner, t.inc,
+                    now() + t.lease_ms * interval '1 millisecond', now(), now(),
+                    now() + t.dl_ms * interval '1 millisecond'
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                             $7::bigint[], $8::bigint[])
+                      AS t(id, kind, name, def, owner, inc, lease_ms, dl_ms)
+                 ON CONFLICT (id) DO NOTHING
+                 RETURNING id",
+                &[&c.0, &c.1, &c.2, &c.3, &c.4, &c.5, &c.6, &c.7],
+            )
+            .await
+            .map_err(backend)?;
+        changed.extend(rows.iter().map(|r| ("c", r.get::<_, String>(0))));
+    }
+    if !m.0.is_empty() {
+        let rows = tx
+            .query(
+                "UPDATE maas_saga s SET status = 'compensating', progress = t.progress::jsonb, updated_at = now()
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS t(id, owner, inc, progress)
+                 WHERE s.id = t.id AND s.owner = t.owner AND s.incarnation = t.inc
+                   AND s.status IN ('running', 'compensating')
+                 RETURNING s.id",
+                &[&m.0, &m.1, &m.2, &m.3],
+            )
+            .await
+            .map_err(backend)?;
+        changed.extend(rows.iter().map(|r| ("m", r.get::<_, String>(0))));
+    }
+    if !f.0.is_empty() {
+        let rows = tx
+            .query(
+                "UPDATE maas_saga s SET status = t.status, progress = t.progress::jsonb, updated_at = now(),
+                    owner = NULL, incarnation = NULL, lease_until = NULL, request = NULL
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+                      AS t(id, owner, inc, status, progress)
+                 WHERE s.id = t.id AND s.owner = t.owner AND s.incarnation = t.inc
+                   AND s.status IN ('running', 'compensating')
+                 RETURNING s.id",
+                &[&f.0, &f.1, &f.2, &f.3, &f.4],
+            )
+            .await
+            .map_err(backend)?;
+        changed.extend(rows.iter().map(|r| ("f", r.get::<_, String>(0))));
+    }
+    tx.commit().await.map_err(backend)?;
+    Ok(writes
+        .iter()
+        .zip(firsts)
+        .map(|(w, first)| match w {
+            Write::Create(s, _) => first && changed.contains(&("c", s.id.as_str().to_owned())),
+            Write::Compensating { id, .. } => changed.contains(&("m", id.as_str().to_owned())),
+            Write::Finish { id, .. } => changed.contains(&("f", id.as_str().to_owned())),
+        })
+        .collect())
+}
+
+const COLUMNS: &str = "s.id, s.definition::text, s.status,
+    (extract(epoch from s.created_at) * 1000)::bigint,
+    (extract(epoch from s.updated_at) * 1000)::bigint,
+    (extract(epoch from s.deadline) * 1000)::bigint,
+    s.progress::text, s.owner, s.request";
+
+fn record(row: &Row) -> Result<SagaRecord, StoreError> {
+    let id: String = row.get(0);
+    let definition: String = row.get(1);
+    let status: String = row.get(2);
+    let progress: Option<String> = row.get(6);
+    let request: Option<String> = row.get(8);
+    Ok(SagaRecord {
+        transaction: decode_transaction(&id, &definition)?,
+        status: Status::parse(&status).ok_or_else(|| StoreError::Corrupt {
+            id: id.clone(),
+            reason: format!("unknown status `{status}`"),
+        })?,
+        created_at: from_millis(row.get(3)),
+        updated_at: from_millis(row.get(4)),
+        deadline: row.get::<_, Option<i64>>(5).map(from_millis),
+        progress: decode_progress(&id, progress.as_deref())?,
+        owner: row.get(7),
+        request: request.as_deref().and_then(AdminRequest::parse),
+        id: SagaId::from(id),
+    })
+}
+
+impl SagaStore for PgStore {
+    fn create<'a>(
+        &'a self,
+        saga: NewSaga,
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.writer.write(Write::Create(saga, lease.clone())))
+    }
+
+    fn mark_compensating<'a>(
+        &'a self,
+        id: &'a SagaId,
+        lease: &'a Lease,
+        progress: Vec<BranchProgress>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.writer.write(Write::Compensating {
+            id: id.clone(),
+            lease: lease.clone(),
+            progress,
+        }))
+    }
+
+    fn finish<'a>(
+        &'a self,
+        id: &'a SagaId,
+        lease: &'a Lease,
+        status: Status,
+        progress: Vec<BranchProgress>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.writer.write(Write::Finish {
+            id: id.clone(),
+            lease: lease.clone(),
+            status,
+            progress,
+        }))
+    }
+
+    fn renew<'a>(
+        &'a self,
+        lease: &'a Lease,
+        ids: &'a [SagaId],
+    ) -> BoxFuture<'a, Result<Vec<Renewed>, StoreError>> {
+        Box::pin(async move {
+            let ids: Vec<String> = ids.iter().map(|i| i.as_str().to_owned()).collect();
+            let client = self.control.lock().await;
+            let rows = client
+                .query(
+                    "WITH held AS (
+                        SELECT id, request FROM maas_saga
+                        WHERE id = ANY($1) AND owner = $2 AND incarnation = $3
+                          AND status IN ('running', 'compensating')
+                        FOR UPDATE)
+                     UPDATE maas_saga s SET lease_until = now() + $4 * interval '1 millisecond',
+                        request = CASE WHEN s.request = 'retry' THEN NULL ELSE s.request END
+                     FROM held WHERE s.id = held.id
+                     RETURNING s.id, held.request",
+                    &[
+                        &ids,
+                        &lease.owner,
+                        &lease.incarnation,
+                        &millis(lease.duration),
+                    ],
+                )
+                .await
+                .map_err(backend)?;
+            Ok(rows
+                .iter()
+                .map(|r| Renewed {
+                    id: SagaId::from(r.get::<_, String>(0)),
+                    request: r
+                        .get::<_, Option<String>>(1)
+                        .as_deref()
+                        .and_then(AdminRequest::parse),
+                })
+                .collect())
+        })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        lease: &'a Lease,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
+        Box::pin(async move {
+            let client = self.control.lock().await;
+            let rows = client
+                .query(
+                    &format!(
+                        "UPDATE maas_saga s SET owner = $1, incarnation = $2,
+                            lease_until = now() + $3 * interval '1 millisecond'
+                         FROM (SELECT id FROM maas_saga
+                               WHERE status IN ('running', 'compensating')
+                                 AND (lease_until < now() OR (owner = $1 AND incarnation <> $2))
+                               ORDER BY lease_until
+                               LIMIT $4
+                               FOR UPDATE SKIP LOCKED) c
+                         WHERE s.id = c.id
+                         RETURNING {COLUMNS}"
+                    ),
+                    &[
+                        &lease.owner,
+                        &lease.incarnation,
+                        &millis(lease.duration),
+                        &(limit as i64),
+                    ],
+                )
+                .await
+                .map_err(backend)?;
+            rows.iter().map(record).collect()
+        })
+    }
+
+    fn get<'a>(&'a self, id: &'a SagaId) -> BoxFuture<'a, Result<Option<SagaRecord>, StoreError>> {
+        Box::pin(async move {
+            let client = self.control.lock().await;
+            let row = client
+                .query_opt(
+                    &format!("SELECT {COLUMNS} FROM maas_saga s WHERE s.id = $1"),
+                    &[&id.as_str()],
+                )
+                .await
+                .map_err(backend)?;
+            row.as_ref().map(record).transpose()
+        })
+    }
+
+    fn list(
+        &self,
+        status: Status,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<SagaRecord>, StoreError>> {
+        Box::pin(async move {
+            let client = self.control.lock().await;
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT {COLUMNS} FROM maas_saga s WHERE s.status = $1
+                         ORDER BY s.created_at DESC, s.id DESC LIMIT $2"
+                    ),
+                    &[&status.as_str(), &(limit as i64)],
+                )
+                .await
+                .map_err(backend)?;
+            rows.iter().map(record).collect()
+        })
+    }
+
+    fn request<'a>(
+        &'a self,
+        id: &'a SagaId,
+        request: AdminRequest,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let client = self.control.lock().await;
+            let n = client
+                .execute(
+                    "UPDATE maas_saga SET request = CASE WHEN request = 'abort' THEN 'abort' ELSE $2 END
+                     WHERE id = $1 AND status IN ('running', 'compensating')",
+                    &[&id.as_str(), &request.as_str()],
+                )
+                .await
+                .map_err(backend)?;
+            Ok(n == 1)
+        })
+    }
+
+    fn gc(&self, retention: Duration) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let client = self.control.lock().await;
+            client
+                .execute(
+                    "DELETE FROM maas_saga WHERE status IN ('committed', 'compensated')
+                       AND updated_at < now() - $1 * interval '1 millisecond'",
+                    &[&millis(retention)],
+                )
+                .await
+                .map_err(backend)
+        })
+    }
+}

@@ -1,0 +1,236 @@
+//! The TCC transaction's transition table.
+//!
+//! | branch state | event | next state | notes |
+//! |---|---|---|---|
+//! | `Pending` | start | `Trying` | command: try (all branches at once) |
+//! | `Trying` | `Succeeded` | `Tried` | reserved |
+//! | `Trying` | `Failed` | `Failed` | nothing reserved; the transaction cancels |
+//! | `Trying` | `Exhausted` | `Uncertain` | may have reserved; the transaction cancels |
+//! | `Tried` | every branch `Tried` | `Confirming` | command: confirm |
+//! | `Tried`, `Uncertain` | cancelling | `Cancelling` | command: cancel |
+//! | `Pending` | cancelling | `Skipped` | |
+//! | `Confirming` | `Succeeded` | `Confirmed` | |
+//! | `Cancelling` | `Succeeded` | `Cancelled` | |
+//!
+//! `Abort` (an operator, or the TTL passing) turns a transaction that is still trying into
+//! a cancelling one; once every try succeeded the decision to confirm is final.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Operation;
+use crate::machine::{Command, Event, InvalidTransition, Status};
+
+/// The state of one TCC branch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BranchState {
+    /// Not started.
+    Pending,
+    /// Its try is running.
+    Trying,
+    /// Its try reserved the resources.
+    Tried,
+    /// Its try failed: nothing reserved.
+    Failed,
+    /// Its try's outcome stayed unknown: something may be reserved.
+    Uncertain,
+    /// Its confirm is running.
+    Confirming,
+    /// Confirmed.
+    Confirmed,
+    /// Its cancel is running.
+    Cancelling,
+    /// Cancelled.
+    Cancelled,
+    /// Never tried.
+    Skipped,
+}
+
+impl BranchState {
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BranchState::Pending => "pending",
+            BranchState::Trying => "trying",
+            BranchState::Tried => "tried",
+            BranchState::Failed => "failed",
+            BranchState::Uncertain => "uncertain",
+            BranchState::Confirming => "confirming",
+            BranchState::Confirmed => "confirmed",
+            BranchState::Cancelling => "cancelling",
+            BranchState::Cancelled => "cancelled",
+            BranchState::Skipped => "skipped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Trying,
+    Confirming,
+    Cancelling,
+}
+
+/// A TCC transaction's branches and phase.
+#[derive(Debug, Clone)]
+pub struct TccMachine {
+    branches: Vec<BranchState>,
+    phase: Phase,
+}
+
+impl TccMachine {
+    /// A transaction about to try `n` branches.
+    pub fn new(n: usize) -> Self {
+        TccMachine {
+            branches: vec![BranchState::Pending; n],
+            phase: Phase::Trying,
+        }
+    }
+
+    /// A transaction recovered after the decision to cancel was recorded: every branch is
+    /// cancelled (null cancels for those never tried).
+    pub fn cancelling(n: usize) -> Self {
+        TccMachine {
+            branches: vec![BranchState::Uncertain; n],
+            phase: Phase::Cancelling,
+        }
+    }
+
+    /// A machine in an arbitrary configuration, for exhaustive tests of the table.
+    /// `phase` is 0 trying, 1 confirming, 2 cancelling.
+    #[doc(hidden)]
+    pub fn from_states(branches: Vec<BranchState>, phase: u8) -> Self {
+        TccMachine {
+            branches,
+            phase: match phase {
+                0 => Phase::Trying,
+                1 => Phase::Confirming,
+                _ => Phase::Cancelling,
+            },
+        }
+    }
+
+    /// 0 trying, 1 confirming, 2 cancelling.
+    pub fn phase(&self) -> u8 {
+        match self.phase {
+            Phase::Trying => 0,
+            Phase::Confirming => 1,
+            Phase::Cancelling => 2,
+        }
+    }
+
+    /// The branches' states.
+    pub fn branches(&self) -> &[BranchState] {
+        &self.branches
+    }
+
+    /// The transaction's status.
+    pub fn status(&self) -> Status {
+        let all = |s: &[BranchState]| self.branches.iter().all(|b| s.contains(b));
+        match self.phase {
+            Phase::Trying => Status::Running,
+            Phase::Confirming if all(&[BranchState::Confirmed]) => Status::Committed,
+            Phase::Confirming => Status::Running,
+            Phase::Cancelling
+                if all(&[
+                    BranchState::Cancelled,
+                    BranchState::Failed,
+                    BranchState::Skipped,
+                ]) =>
+            {
+                Status::Compensated
+            }
+            Phase::Cancelling => Status::Compensating,
+        }
+    }
+
+    /// The first commands: try every branch.
+    pub fn start(&mut self) -> Vec<Command> {
+        self.next()
+    }
+
+    /// Applies `event` and returns the commands it unlocks.
+    pub fn apply(&mut self, event: Event) -> Result<Vec<Command>, InvalidTransition> {
+        let invalid = |state: BranchState| InvalidTransition {
+            event,
+            state: state.as_str().to_owned(),
+        };
+        match event {
+            Event::Abort => {
+                if self.phase == Phase::Trying {
+                    self.phase = Phase::Cancelling;
+                }
+            }
+            Event::Succeeded(i) | Event::Failed(i) | Event::Exhausted(i) => {
+                let state = *self
+                    .branches
+                    .get(i)
+                    .ok_or_else(|| invalid(BranchState::Pending))?;
+                self.branches[i] = match (state, event) {
+                    (BranchState::Trying, Event::Succeeded(_)) => BranchState::Tried,
+                    (BranchState::Trying, Event::Failed(_)) => BranchState::Failed,
+                    (BranchState::Trying, Event::Exhausted(_)) => BranchState::Uncertain,
+                    (BranchState::Confirming, Event::Succeeded(_)) => BranchState::Confirmed,
+                    (BranchState::Cancelling, Event::Succeeded(_)) => BranchState::Cancelled,
+                    _ => return Err(invalid(state)),
+                };
+                if matches!(
+                    self.branches[i],
+                    BranchState::Failed | BranchState::Uncertain
+                ) {
+                    self.phase = Phase::Cancelling;
+                }
+            }
+        }
+        Ok(self.next())
+    }
+
+    fn next(&mut self) -> Vec<Command> {
+        let mut commands = Vec::new();
+        let mut issue =
+            |branches: &mut Vec<BranchState>, from: &[BranchState], to: BranchState, op| {
+                for (i, b) in branches.iter_mut().enumerate() {
+                    if from.contains(b) {
+                        *b = to;
+                        commands.push(Command { op, branch: i });
+                    }
+                }
+            };
+        match self.phase {
+            Phase::Trying => {
+                issue(
+                    &mut self.branches,
+                    &[BranchState::Pending],
+                    BranchState::Trying,
+                    Operation::Try,
+                );
+                if self.branches.iter().all(|b| *b == BranchState::Tried) {
+                    self.phase = Phase::Confirming;
+                    issue(
+                        &mut self.branches,
+                        &[BranchState::Tried],
+                        BranchState::Confirming,
+                        Operation::Confirm,
+                    );
+                }
+            }
+            Phase::Confirming => {}
+            Phase::Cancelling => {
+                for b in self
+                    .branches
+                    .iter_mut()
+                    .filter(|b| **b == BranchState::Pending)
+                {
+                    *b = BranchState::Skipped;
+                }
+                issue(
+                    &mut self.branches,
+                    &[BranchState::Tried, BranchState::Uncertain],
+                    BranchState::Cancelling,
+                    Operation::Cancel,
+                );
+            }
+        }
+        commands
+    }
+}
