@@ -129,23 +129,24 @@ impl Shared {
         self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Writes the decision to roll back, retrying transient store errors. `false` if the
-    /// lease is gone.
-    pub(crate) async fn mark_compensating(
+    /// Writes a decision (roll back, or commit a TCC), retrying transient store errors.
+    /// `false` if the lease is gone.
+    pub(crate) async fn record_decision(
         &self,
         id: &SagaId,
+        decision: Status,
         progress: Vec<BranchProgress>,
     ) -> bool {
         let mut pause = Duration::from_millis(50);
         loop {
             match self
                 .store
-                .mark_compensating(id, &self.lease, progress.clone())
+                .record_decision(id, &self.lease, decision, progress.clone())
                 .await
             {
                 Ok(held) => return held,
                 Err(e) => {
-                    tracing::warn!(error = %e, "could not record the decision to roll back; retrying");
+                    tracing::warn!(error = %e, %decision, "could not record the decision; retrying");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(2));
                 }
@@ -208,6 +209,7 @@ impl Shared {
         let view = Arc::new(Mutex::new(LiveView {
             status: machine.status(),
             branches: Vec::new(),
+            attempts: None,
         }));
         let deadline = deadline.map(|d| {
             let left = d
@@ -297,24 +299,27 @@ impl Shared {
         if self.live().contains_key(&record.id) {
             return;
         }
-        let rolling_back =
-            record.status == Status::Compensating || record.request == Some(AdminRequest::Abort);
+        let rolling_back = record.status == Status::Compensating
+            || (record.status == Status::Running && record.request == Some(AdminRequest::Abort));
         let machine = match &record.transaction {
             Transaction::Saga(s) if rolling_back => {
                 Machine::Saga(SagaMachine::compensating(s.deps.clone()))
             }
-            Transaction::Saga(s) => Machine::Saga(SagaMachine::new(s.deps.clone())),
+            Transaction::Saga(s) => Machine::Saga(SagaMachine::recovered(s.deps.clone())),
             Transaction::Tcc(t) if rolling_back => {
                 Machine::Tcc(TccMachine::cancelling(t.branches.len()))
             }
-            Transaction::Tcc(t) => Machine::Tcc(TccMachine::new(t.branches.len())),
+            Transaction::Tcc(t) if record.status == Status::Committing => {
+                Machine::Tcc(TccMachine::confirming(t.branches.len()))
+            }
+            Transaction::Tcc(t) => Machine::Tcc(TccMachine::recovered(t.branches.len())),
         };
         tracing::info!(saga.id = %record.id, status = %record.status, "recovering transaction");
         self.spawn(
             record.id,
             Arc::new(record.transaction),
             machine,
-            record.status == Status::Compensating,
+            record.status != Status::Running,
             record.deadline,
         );
     }
@@ -333,8 +338,17 @@ impl Shared {
         for id in &ids {
             match kept.get(id) {
                 None => {
-                    // Someone else holds it now: stop, they will finish it.
-                    if let Some(l) = live.get(id).filter(|l| !l.task.is_finished()) {
+                    // Not renewed: either the driver is writing the final status right now
+                    // (nothing to do), or someone else holds it: stop, they will finish it.
+                    let finishing = |l: &Live| {
+                        l.task.is_finished()
+                            || l.view
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .status
+                                .is_final()
+                    };
+                    if let Some(l) = live.get(id).filter(|l| !finishing(l)) {
                         tracing::warn!(saga.id = %id, "lease lost; stopping this engine's driver");
                         l.task.abort();
                         if let Some(l) = live.remove(id) {
@@ -645,16 +659,16 @@ impl Engine {
             l.view
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .clone()
+                .snapshot()
         });
         let record = self.shared().store.get(id).await?;
         Ok(match (record, live) {
-            (Some(r), Some(v)) => Some(SagaView {
+            (Some(r), Some((status, branches))) => Some(SagaView {
                 id: r.id,
                 name: r.transaction.name().to_owned(),
                 kind: r.transaction.kind(),
-                status: v.status,
-                branches: v.branches,
+                status,
+                branches,
                 created_at: Some(r.created_at),
                 live_here: true,
             }),

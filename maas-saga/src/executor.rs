@@ -1,6 +1,7 @@
 //! Drives one transaction: runs the machine's commands against participants, feeds the
 //! outcomes back, and writes the decision to roll back and the final status.
 
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -22,6 +23,21 @@ use crate::{Operation, SagaId, Status, Step, Transaction};
 pub(crate) struct LiveView {
     pub(crate) status: Status,
     pub(crate) branches: Vec<BranchProgress>,
+    /// Attempts as the operations count them, read when the view is asked for.
+    pub(crate) attempts: Option<Arc<[AtomicU32]>>,
+}
+
+impl LiveView {
+    /// The view with up-to-date attempt counts.
+    pub(crate) fn snapshot(&self) -> (Status, Vec<BranchProgress>) {
+        let mut branches = self.branches.clone();
+        if let Some(attempts) = &self.attempts {
+            for (b, a) in branches.iter_mut().zip(attempts.iter()) {
+                b.attempts = a.load(Ordering::Relaxed);
+            }
+        }
+        (self.status, branches)
+    }
 }
 
 /// A transaction being driven.
@@ -29,7 +45,8 @@ pub(crate) struct Drive {
     pub(crate) id: SagaId,
     pub(crate) transaction: Arc<Transaction>,
     pub(crate) machine: Machine,
-    /// Whether the decision to roll back is already durable (recovered as compensating).
+    /// Whether the transaction's decision is already durable (recovered as compensating or
+    /// committing).
     pub(crate) marked: bool,
     pub(crate) deadline: Option<Instant>,
     pub(crate) control: mpsc::UnboundedReceiver<AdminRequest>,
@@ -65,7 +82,7 @@ fn traceparent(trace: &str) -> String {
 }
 
 impl Drive {
-    fn progress(&self, attempts: &[u32]) -> Vec<BranchProgress> {
+    fn progress(&self, attempts: &[AtomicU32]) -> Vec<BranchProgress> {
         self.transaction
             .steps()
             .iter()
@@ -74,15 +91,16 @@ impl Drive {
             .map(|((step, state), attempts)| BranchProgress {
                 name: step.name.clone(),
                 state: state.to_owned(),
-                attempts: *attempts,
+                attempts: attempts.load(Ordering::Relaxed),
             })
             .collect()
     }
 
-    fn publish(&self, attempts: &[u32]) {
+    fn publish(&self, attempts: &Arc<[AtomicU32]>) {
         let mut view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
         view.status = self.machine.status();
         view.branches = self.progress(attempts);
+        view.attempts = Some(attempts.clone());
     }
 
     /// Runs the transaction to its end. Returns `None` if it cannot finish here (lease
@@ -99,7 +117,9 @@ impl Drive {
         );
         async move {
             let n = self.transaction.steps().len();
-            let mut attempts = vec![0u32; n];
+            // Attempts per branch, counted by the operations as they go (the live view
+            // shows a compensation that keeps failing).
+            let attempts: Arc<[AtomicU32]> = (0..n).map(|_| AtomicU32::new(0)).collect();
             let retry_now = Arc::new(Notify::new());
             let stop = Arc::new(Stop::default());
             let trace = trace_id(&self.id);
@@ -108,11 +128,18 @@ impl Drive {
             let mut deadline_passed = false;
             loop {
                 if !commands.is_empty() {
-                    let rolling_back = commands.iter().any(|c| !c.op.is_forward() && c.op != Operation::Confirm);
-                    if rolling_back && !self.marked {
-                        // The decision to roll back is durable before the first compensation.
-                        if !shared.mark_compensating(&self.id, self.progress(&attempts)).await {
-                            tracing::warn!("lease lost before rolling back; leaving the transaction to its new owner");
+                    let decision = if commands.iter().any(|c| c.op == Operation::Confirm) {
+                        Some(Status::Committing)
+                    } else if commands.iter().any(|c| !c.op.is_forward()) {
+                        Some(Status::Compensating)
+                    } else {
+                        None
+                    };
+                    if let Some(decision) = decision.filter(|_| !self.marked) {
+                        // The decision is durable before the first confirm or compensation,
+                        // so a recovered transaction cannot change its mind.
+                        if !shared.record_decision(&self.id, decision, self.progress(&attempts)).await {
+                            tracing::warn!(%decision, "lease lost before acting on the decision; leaving the transaction to its new owner");
                             return None;
                         }
                         self.marked = true;
@@ -131,6 +158,7 @@ impl Drive {
                             self.deadline,
                             retry_now.clone(),
                             stop.clone(),
+                            attempts.clone(),
                             shared.clone(),
                             trace.clone(),
                             match &*self.transaction {
@@ -146,8 +174,7 @@ impl Drive {
                 }
                 let deadline = self.deadline.filter(|_| !deadline_passed && self.machine.status() == Status::Running);
                 let event = tokio::select! {
-                    Some((command, ended, tries)) = running.next() => {
-                        attempts[command.branch] += tries;
+                    Some((command, ended)) = running.next() => {
                         match ended {
                             Ended::Succeeded => Event::Succeeded(command.branch),
                             Ended::Failed => Event::Failed(command.branch),
@@ -190,19 +217,18 @@ impl Drive {
 /// aborted. An attempt already on the wire is still awaited.
 #[derive(Default)]
 struct Stop {
-    stopped: std::sync::atomic::AtomicBool,
+    stopped: AtomicBool,
     notify: Notify,
 }
 
 impl Stop {
     fn trigger(&self) {
-        self.stopped
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.stopped.store(true, Ordering::Release);
         self.notify.notify_waiters();
     }
 
     fn is_set(&self) -> bool {
-        self.stopped.load(std::sync::atomic::Ordering::Acquire)
+        self.stopped.load(Ordering::Acquire)
     }
 }
 
@@ -224,10 +250,11 @@ async fn run_op(
     deadline: Option<Instant>,
     retry_now: Arc<Notify>,
     stop: Arc<Stop>,
+    attempts: Arc<[AtomicU32]>,
     shared: Arc<Shared>,
     trace: String,
     ttl: Option<Duration>,
-) -> (Command, Ended, u32) {
+) -> (Command, Ended) {
     let op = command.op;
     let bounded = op.is_forward();
     let span = tracing::info_span!("saga_step", step = %step.name, op = %op, participant = %step.participant);
@@ -236,11 +263,12 @@ async fn run_op(
         loop {
             let past_deadline = deadline.is_some_and(|d| Instant::now() >= d);
             if bounded && (past_deadline || stop.is_set()) {
-                // Nothing sent: the action did not apply. Something sent: it may have.
-                let ended = if attempt == 0 { Ended::Failed } else { Ended::Exhausted };
-                return (command, ended, attempt);
+                // Even with nothing sent in this run, an earlier run (before a crash) may
+                // have applied it: uncertain, so it is undone (a no-op if it never applied).
+                return (command, Ended::Exhausted);
             }
             attempt += 1;
+            attempts[command.branch].fetch_add(1, Ordering::Relaxed);
             let call = BranchCall {
                 saga_id: saga_id.clone(),
                 branch: step.name.clone(),
@@ -254,12 +282,12 @@ async fn run_op(
             let unknown = match outcome {
                 Ok(Ok(Reply::Done)) => {
                     shared.observe_call(op, "success");
-                    return (command, Ended::Succeeded, attempt);
+                    return (command, Ended::Succeeded);
                 }
                 Ok(Ok(Reply::Rejected(reason))) if bounded => {
                     shared.observe_call(op, "rejected");
                     tracing::info!(%reason, "participant rejected the operation");
-                    return (command, Ended::Failed, attempt);
+                    return (command, Ended::Failed);
                 }
                 Ok(Ok(Reply::Rejected(reason))) => format!("rejected a {op}, which must not fail: {reason}"),
                 Ok(Err(e)) => e.to_string(),
@@ -268,7 +296,7 @@ async fn run_op(
             shared.observe_call(op, "unknown");
             tracing::debug!(attempt, error = %unknown, "outcome unknown; will retry");
             if bounded && attempt >= step.retry.max_attempts {
-                return (command, Ended::Exhausted, attempt);
+                return (command, Ended::Exhausted);
             }
             if !bounded && attempt == shared.config.alert_after {
                 shared.observe_stuck(op);

@@ -54,6 +54,8 @@ pub enum Status {
     Running,
     /// Undoing (compensations or cancels): the decision to roll back is made.
     Compensating,
+    /// Applying (a TCC's confirms): the decision to commit is made.
+    Committing,
     /// Done: every action (or confirm) applied.
     Committed,
     /// Done: everything that may have applied was undone.
@@ -66,6 +68,7 @@ impl Status {
         match self {
             Status::Running => "running",
             Status::Compensating => "compensating",
+            Status::Committing => "committing",
             Status::Committed => "committed",
             Status::Compensated => "compensated",
         }
@@ -81,6 +84,7 @@ impl Status {
         Some(match s {
             "running" => Status::Running,
             "compensating" => Status::Compensating,
+            "committing" => Status::Committing,
             "committed" => Status::Committed,
             "compensated" => Status::Compensated,
             _ => return None,

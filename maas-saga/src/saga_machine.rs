@@ -3,17 +3,22 @@
 //! | step state | event | next state | notes |
 //! |---|---|---|---|
 //! | `Pending` | its dependencies are `Done` (forward) | `Running` | command: action |
-//! | `Pending` | the saga goes backward | `Skipped` | never started |
+//! | `Pending` | the saga goes backward | `Skipped` | never started (`Uncertain` when re-driven after a crash: an earlier run may have started it) |
 //! | `Running` | `Succeeded` | `Done` | |
-//! | `Running` | `Failed` | `Failed` | the action did not apply; saga goes backward |
+//! | `Running` | `Failed` | `Failed` | rejected (business failure); saga goes backward |
 //! | `Running` | `Exhausted` | `Uncertain` | the action may have applied; saga goes backward |
-//! | `Done`, `Uncertain` | backward, and every step depending on it is settled | `Compensating` | command: compensate |
+//! | `Done`, `Uncertain`, `Failed` | backward, and every step depending on it is settled | `Compensating` | command: compensate |
 //! | `Compensating` | `Succeeded` | `Compensated` | |
-//! | `Failed`, `Skipped`, `Compensated` | — | — | final for the step |
+//! | `Skipped`, `Compensated` | — | — | final for the step |
 //!
 //! The saga is `Committed` when every step is `Done`, and `Compensated` when, going
-//! backward, every step is `Compensated`, `Failed` or `Skipped`. A compensation never starts
-//! while its own action is running, nor before the steps that depend on it are undone.
+//! backward, every step is `Compensated` or `Skipped`. A compensation never starts while its
+//! own action is running, nor before the steps that depend on it are undone.
+//!
+//! A *rejected* step is compensated too: the rejection proves that one attempt did not apply,
+//! not that no other attempt did (a retry, or an earlier run's attempt still on its way).
+//! Behind a barrier the compensation is a no-op when nothing applied — and it blocks any
+//! such attempt that arrives later.
 
 use serde::{Deserialize, Serialize};
 
@@ -59,10 +64,7 @@ impl StepState {
 
     /// Settled for going backward: nothing of it remains to undo.
     fn is_undone(self) -> bool {
-        matches!(
-            self,
-            StepState::Compensated | StepState::Failed | StepState::Skipped
-        )
+        matches!(self, StepState::Compensated | StepState::Skipped)
     }
 }
 
@@ -78,6 +80,9 @@ pub struct SagaMachine {
     steps: Vec<StepState>,
     deps: Vec<Vec<usize>>,
     phase: Phase,
+    /// Re-driven after a crash: a step not started in this run may have applied in an
+    /// earlier one, so going backward compensates it instead of skipping it.
+    recovered: bool,
 }
 
 impl SagaMachine {
@@ -87,6 +92,18 @@ impl SagaMachine {
             steps: vec![StepState::Pending; deps.len()],
             deps,
             phase: Phase::Forward,
+            recovered: false,
+        }
+    }
+
+    /// A saga re-driven from its intent after a crash, before any decision was recorded.
+    /// It runs forward like a new one (repeated actions are no-ops for participants behind a
+    /// barrier), but if it goes backward, steps it did not start are compensated too: an
+    /// earlier run may have applied them.
+    pub fn recovered(deps: Vec<Vec<usize>>) -> Self {
+        SagaMachine {
+            recovered: true,
+            ..Self::new(deps)
         }
     }
 
@@ -98,6 +115,7 @@ impl SagaMachine {
             steps: vec![StepState::Uncertain; deps.len()],
             deps,
             phase: Phase::Backward,
+            recovered: true,
         }
     }
 
@@ -112,6 +130,7 @@ impl SagaMachine {
             } else {
                 Phase::Forward
             },
+            recovered: false,
         }
     }
 
@@ -192,12 +211,19 @@ impl SagaMachine {
                 }
             }
             Phase::Backward => {
+                let not_started = if self.recovered {
+                    StepState::Uncertain
+                } else {
+                    StepState::Skipped
+                };
                 for s in self.steps.iter_mut().filter(|s| **s == StepState::Pending) {
-                    *s = StepState::Skipped;
+                    *s = not_started;
                 }
                 for i in (0..self.steps.len()).rev() {
-                    let needs_undo =
-                        matches!(self.steps[i], StepState::Done | StepState::Uncertain);
+                    let needs_undo = matches!(
+                        self.steps[i],
+                        StepState::Done | StepState::Uncertain | StepState::Failed
+                    );
                     let dependents_undone = (0..self.steps.len())
                         .filter(|&j| self.deps[j].contains(&i))
                         .all(|j| self.steps[j].is_undone());

@@ -4,11 +4,11 @@
 //! |---|---|---|---|
 //! | `Pending` | start | `Trying` | command: try (all branches at once) |
 //! | `Trying` | `Succeeded` | `Tried` | reserved |
-//! | `Trying` | `Failed` | `Failed` | nothing reserved; the transaction cancels |
+//! | `Trying` | `Failed` | `Failed` | rejected; the transaction cancels |
 //! | `Trying` | `Exhausted` | `Uncertain` | may have reserved; the transaction cancels |
 //! | `Tried` | every branch `Tried` | `Confirming` | command: confirm |
-//! | `Tried`, `Uncertain` | cancelling | `Cancelling` | command: cancel |
-//! | `Pending` | cancelling | `Skipped` | |
+//! | `Tried`, `Uncertain`, `Failed` | cancelling | `Cancelling` | command: cancel (for a rejected try, a no-op behind the barrier that blocks any late duplicate) |
+//! | `Pending` | cancelling | `Skipped` | (`Uncertain` → cancel, when re-driven after a crash) |
 //! | `Confirming` | `Succeeded` | `Confirmed` | |
 //! | `Cancelling` | `Succeeded` | `Cancelled` | |
 //!
@@ -76,6 +76,9 @@ enum Phase {
 pub struct TccMachine {
     branches: Vec<BranchState>,
     phase: Phase,
+    /// Re-driven after a crash: a branch not tried in this run may have been tried in an
+    /// earlier one, so cancelling cancels it instead of skipping it.
+    recovered: bool,
 }
 
 impl TccMachine {
@@ -84,6 +87,17 @@ impl TccMachine {
         TccMachine {
             branches: vec![BranchState::Pending; n],
             phase: Phase::Trying,
+            recovered: false,
+        }
+    }
+
+    /// A transaction re-driven from its intent after a crash, before any decision was
+    /// recorded: it tries again (repeated tries are no-ops behind a barrier), and if it
+    /// cancels, branches it did not try are cancelled too.
+    pub fn recovered(n: usize) -> Self {
+        TccMachine {
+            recovered: true,
+            ..Self::new(n)
         }
     }
 
@@ -93,6 +107,17 @@ impl TccMachine {
         TccMachine {
             branches: vec![BranchState::Uncertain; n],
             phase: Phase::Cancelling,
+            recovered: true,
+        }
+    }
+
+    /// A transaction recovered after the decision to confirm was recorded: every branch is
+    /// confirmed (each try succeeded before the decision).
+    pub fn confirming(n: usize) -> Self {
+        TccMachine {
+            branches: vec![BranchState::Tried; n],
+            phase: Phase::Confirming,
+            recovered: true,
         }
     }
 
@@ -107,6 +132,7 @@ impl TccMachine {
                 1 => Phase::Confirming,
                 _ => Phase::Cancelling,
             },
+            recovered: false,
         }
     }
 
@@ -130,14 +156,8 @@ impl TccMachine {
         match self.phase {
             Phase::Trying => Status::Running,
             Phase::Confirming if all(&[BranchState::Confirmed]) => Status::Committed,
-            Phase::Confirming => Status::Running,
-            Phase::Cancelling
-                if all(&[
-                    BranchState::Cancelled,
-                    BranchState::Failed,
-                    BranchState::Skipped,
-                ]) =>
-            {
+            Phase::Confirming => Status::Committing,
+            Phase::Cancelling if all(&[BranchState::Cancelled, BranchState::Skipped]) => {
                 Status::Compensated
             }
             Phase::Cancelling => Status::Compensating,
@@ -214,18 +234,34 @@ impl TccMachine {
                     );
                 }
             }
-            Phase::Confirming => {}
+            Phase::Confirming => {
+                issue(
+                    &mut self.branches,
+                    &[BranchState::Tried],
+                    BranchState::Confirming,
+                    Operation::Confirm,
+                );
+            }
             Phase::Cancelling => {
+                let not_tried = if self.recovered {
+                    BranchState::Uncertain
+                } else {
+                    BranchState::Skipped
+                };
                 for b in self
                     .branches
                     .iter_mut()
                     .filter(|b| **b == BranchState::Pending)
                 {
-                    *b = BranchState::Skipped;
+                    *b = not_tried;
                 }
                 issue(
                     &mut self.branches,
-                    &[BranchState::Tried, BranchState::Uncertain],
+                    &[
+                        BranchState::Tried,
+                        BranchState::Uncertain,
+                        BranchState::Failed,
+                    ],
                     BranchState::Cancelling,
                     Operation::Cancel,
                 );

@@ -34,14 +34,14 @@ fn saga_expected(
 ) -> Option<(StepState, bool, Option<Operation>)> {
     use StepState::*;
     let undo = |s: StepState| match s {
-        Done | Uncertain => (Compensating, true, Some(Operation::Compensate)),
+        Done | Uncertain | Failed => (Compensating, true, Some(Operation::Compensate)),
         Pending => (Skipped, true, None),
         other => (other, true, None),
     };
     match (state, event) {
         (Running, Event::Succeeded(_)) if !backward => Some((Done, false, None)),
         (Running, Event::Succeeded(_)) => Some(undo(Done)),
-        (Running, Event::Failed(_)) => Some((Failed, true, None)),
+        (Running, Event::Failed(_)) => Some(undo(Failed)),
         (Running, Event::Exhausted(_)) => Some(undo(Uncertain)),
         (Compensating, Event::Succeeded(_)) => Some((Compensated, backward, None)),
         (_, Event::Abort) => {
@@ -49,7 +49,7 @@ fn saga_expected(
             let running_forward = !backward && state != Done;
             if running_forward || backward {
                 Some(match state {
-                    Pending | Done | Uncertain => undo(state),
+                    Pending | Done | Uncertain | Failed => undo(state),
                     other => (other, true, None),
                 })
             } else {
@@ -110,7 +110,8 @@ fn saga_status_follows_the_steps() {
     );
     assert_eq!(
         m(vec![StepState::Compensated, StepState::Failed], true),
-        Status::Compensated
+        Status::Compensating,
+        "a rejected step is compensated too"
     );
     assert_eq!(
         m(vec![StepState::Compensated, StepState::Skipped], true),
@@ -124,7 +125,7 @@ fn saga_status_follows_the_steps() {
 
 #[test]
 fn saga_runs_in_order_and_compensates_in_reverse() {
-    // a → b → c, c fails.
+    // a → b → c, c is rejected.
     let mut m = SagaMachine::new(vec![vec![], vec![0], vec![1]]);
     assert_eq!(
         m.start(),
@@ -147,8 +148,16 @@ fn saga_runs_in_order_and_compensates_in_reverse() {
             branch: 2
         }]
     );
+    // c first (a no-op behind a barrier, which also blocks any late attempt of c), then b, a.
     assert_eq!(
         m.apply(Event::Failed(2)).unwrap(),
+        vec![Command {
+            op: Operation::Compensate,
+            branch: 2
+        }]
+    );
+    assert_eq!(
+        m.apply(Event::Succeeded(2)).unwrap(),
         vec![Command {
             op: Operation::Compensate,
             branch: 1
@@ -167,13 +176,16 @@ fn saga_runs_in_order_and_compensates_in_reverse() {
 
 #[test]
 fn saga_dag_waits_for_dependents_and_running_steps() {
-    // a and b in parallel, c after both. b fails while a is still running.
+    // a and b in parallel, c after both. b is rejected while a is still running.
     let mut m = SagaMachine::new(vec![vec![], vec![], vec![0, 1]]);
     assert_eq!(m.start().len(), 2);
+    // b is undone at once (its dependent c never started); a is left alone while it runs.
     assert_eq!(
         m.apply(Event::Failed(1)).unwrap(),
-        vec![],
-        "a is running: nothing to undo yet"
+        vec![Command {
+            op: Operation::Compensate,
+            branch: 1
+        }]
     );
     assert_eq!(m.steps()[2], StepState::Skipped);
     // a finishes (it applied): now it is compensated.
@@ -185,6 +197,7 @@ fn saga_dag_waits_for_dependents_and_running_steps() {
         }]
     );
     m.apply(Event::Succeeded(0)).unwrap();
+    m.apply(Event::Succeeded(1)).unwrap();
     assert_eq!(m.status(), Status::Compensated);
 }
 
@@ -228,14 +241,14 @@ fn tcc_expected(
 ) -> Option<(BranchState, u8, Option<Operation>)> {
     use BranchState::*;
     let cancel = |s: BranchState| match s {
-        Tried | Uncertain => (Cancelling, 2, Some(Operation::Cancel)),
+        Tried | Uncertain | Failed => (Cancelling, 2, Some(Operation::Cancel)),
         Pending => (Skipped, 2, None),
         other => (other, 2, None),
     };
     // After the event, `next` runs for the phase reached.
     let settle = |s: BranchState, p: u8| match p {
         0 if s == Pending => (Trying, 0, Some(Operation::Try)),
-        0 if s == Tried => (Confirming, 1, Some(Operation::Confirm)),
+        0 | 1 if s == Tried => (Confirming, 1, Some(Operation::Confirm)),
         2 => cancel(s),
         _ => (s, p, None),
     };
@@ -296,17 +309,24 @@ fn tcc_confirms_only_when_every_try_succeeded() {
 }
 
 #[test]
-fn tcc_cancels_tried_and_uncertain_branches_not_failed_ones() {
+fn tcc_cancels_every_branch_that_was_tried() {
     let mut m = TccMachine::new(3);
     m.start();
     m.apply(Event::Succeeded(0)).unwrap();
+    // The rejected try is cancelled too: another attempt of it may have reserved.
     let cancels = m.apply(Event::Failed(1)).unwrap();
     assert_eq!(
         cancels,
-        vec![Command {
-            op: Operation::Cancel,
-            branch: 0
-        }]
+        vec![
+            Command {
+                op: Operation::Cancel,
+                branch: 0
+            },
+            Command {
+                op: Operation::Cancel,
+                branch: 1
+            }
+        ]
     );
     // Branch 2's try is still running: it is cancelled once it settles.
     assert_eq!(
@@ -316,7 +336,54 @@ fn tcc_cancels_tried_and_uncertain_branches_not_failed_ones() {
             branch: 2
         }]
     );
+    for b in 0..3 {
+        m.apply(Event::Succeeded(b)).unwrap();
+    }
+    assert_eq!(m.status(), Status::Compensated);
+}
+
+#[test]
+fn a_recovered_saga_going_backward_undoes_steps_it_did_not_start() {
+    // Re-driven after a crash: an earlier run may have applied b and c.
+    let mut m = SagaMachine::recovered(vec![vec![], vec![0], vec![1]]);
+    assert_eq!(
+        m.start(),
+        vec![Command {
+            op: Operation::Action,
+            branch: 0
+        }]
+    );
+    // a's outcome stays unknown (say its deadline passed): every step is compensated,
+    // in reverse order, instead of b and c being skipped.
+    assert_eq!(
+        m.apply(Event::Exhausted(0)).unwrap(),
+        vec![Command {
+            op: Operation::Compensate,
+            branch: 2
+        }]
+    );
+    assert_eq!(
+        m.steps(),
+        &[
+            StepState::Uncertain,
+            StepState::Uncertain,
+            StepState::Compensating
+        ]
+    );
+    assert_eq!(
+        m.apply(Event::Succeeded(2)).unwrap(),
+        vec![Command {
+            op: Operation::Compensate,
+            branch: 1
+        }]
+    );
+    assert_eq!(
+        m.apply(Event::Succeeded(1)).unwrap(),
+        vec![Command {
+            op: Operation::Compensate,
+            branch: 0
+        }]
+    );
     m.apply(Event::Succeeded(0)).unwrap();
-    m.apply(Event::Succeeded(2)).unwrap();
     assert_eq!(m.status(), Status::Compensated);
 }

@@ -104,7 +104,7 @@ pub async fn cleanup(
 ) -> Result<u64, tokio_postgres::Error> {
     client
         .execute(
-            "DELETE FROM maas_saga_barrier WHERE created_at < now() - $1 * interval '1 millisecond'",
+            "DELETE FROM maas_saga_barrier WHERE created_at < now() - $1::bigint * interval '1 millisecond'",
             &[&(retention.as_millis() as i64)],
         )
         .await

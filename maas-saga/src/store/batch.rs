@@ -15,9 +15,10 @@ use crate::{SagaId, Status};
 #[derive(Debug)]
 pub(crate) enum Write {
     Create(NewSaga, Lease),
-    Compensating {
+    Decision {
         id: SagaId,
         lease: Lease,
+        status: Status,
         progress: Vec<BranchProgress>,
     },
     Finish {
@@ -37,38 +38,48 @@ pub(crate) struct Batcher {
 }
 
 impl Batcher {
-    /// Starts a worker that commits up to `max_batch` writes at a time with `commit`, which
-    /// returns one result per write, in order.
-    pub(crate) fn spawn<F, Fut>(max_batch: usize, mut commit: F) -> Self
+    /// Starts one worker per `commit` function; each takes up to `max_batch` waiting writes
+    /// at a time and commits them with its function, which returns one result per write, in
+    /// order. Several workers (each with its own connection) commit in parallel.
+    pub(crate) fn spawn<F, Fut>(max_batch: usize, commits: Vec<F>) -> Self
     where
         F: FnMut(Vec<Write>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Vec<bool>, StoreError>> + Send,
     {
-        let (tx, mut rx) = mpsc::channel::<Pending>(max_batch * 4);
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < max_batch {
-                    match rx.try_recv() {
-                        Ok(p) => batch.push(p),
-                        Err(_) => break,
-                    }
-                }
-                let (writes, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-                match commit(writes).await {
-                    Ok(results) => {
-                        for (reply, ok) in replies.into_iter().zip(results) {
-                            let _ = reply.send(Ok(ok));
+        let (tx, rx) = mpsc::channel::<Pending>(max_batch * 4);
+        let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+        for mut commit in commits {
+            let rx = rx.clone();
+            tokio::spawn(async move {
+                loop {
+                    let batch = {
+                        let mut rx = rx.lock().await;
+                        let Some(first) = rx.recv().await else { return };
+                        let mut batch = vec![first];
+                        while batch.len() < max_batch {
+                            match rx.try_recv() {
+                                Ok(p) => batch.push(p),
+                                Err(_) => break,
+                            }
+                        }
+                        batch
+                    };
+                    let (writes, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                    match commit(writes).await {
+                        Ok(results) => {
+                            for (reply, ok) in replies.into_iter().zip(results) {
+                                let _ = reply.send(Ok(ok));
+                            }
+                        }
+                        Err(e) => {
+                            for reply in replies {
+                                let _ = reply.send(Err(e.clone()));
+                            }
                         }
                     }
-                    Err(e) => {
-                        for reply in replies {
-                            let _ = reply.send(Err(e.clone()));
-                        }
-                    }
                 }
-            }
-        });
+            });
+        }
         Batcher { tx }
     }
 

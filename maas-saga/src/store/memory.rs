@@ -75,21 +75,22 @@ impl SagaStore for MemoryStore {
         })
     }
 
-    fn mark_compensating<'a>(
+    fn record_decision<'a>(
         &'a self,
         id: &'a SagaId,
         lease: &'a Lease,
+        decision: Status,
         progress: Vec<BranchProgress>,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
             Ok(self.with(|rows| match rows.get_mut(id) {
                 Some(row) if holds(row, lease) && row.record.status == Status::Running => {
-                    row.record.status = Status::Compensating;
+                    row.record.status = decision;
                     row.record.progress = progress;
                     row.record.updated_at = SystemTime::now();
                     true
                 }
-                Some(row) => holds(row, lease) && row.record.status == Status::Compensating,
+                Some(row) => holds(row, lease) && row.record.status == decision,
                 None => false,
             }))
         })

@@ -10,8 +10,9 @@
 //!
 //! 1. **the intent** — the whole definition with payloads, before the first side effect
 //!    (the one durable write a transaction cannot do without);
-//! 2. **the decision to roll back**, before the first compensation or cancel (only on the
-//!    failure path, so a recovered transaction cannot change its mind);
+//! 2. **the decision**, when one is needed: to roll back, before the first compensation or
+//!    cancel; for a TCC, to commit, before the first confirm — so a recovered transaction
+//!    cannot change its mind;
 //! 3. **the final status**, with each branch's state and attempts.
 //!
 //! The SQL stores batch concurrent writes of all three kinds into one transaction, so under
@@ -160,7 +161,7 @@ pub struct Renewed {
 }
 
 /// Durable storage for transactions. Implementations must make `create`,
-/// `mark_compensating` and `finish` durable before their futures resolve, and must never
+/// `record_decision` and `finish` durable before their futures resolve, and must never
 /// let two live leases cover one unfinished transaction.
 pub trait SagaStore: Send + Sync + 'static {
     /// Writes the intent, leased to `lease`. `Ok(false)` when the id already exists.
@@ -170,11 +171,14 @@ pub trait SagaStore: Send + Sync + 'static {
         lease: &'a Lease,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
-    /// Records the decision to roll back, if `lease` still holds the transaction.
-    fn mark_compensating<'a>(
+    /// Records a running transaction's decision — [`Status::Compensating`] or
+    /// [`Status::Committing`] — if `lease` still holds it. Recording the decision it already
+    /// has is a no-op that succeeds.
+    fn record_decision<'a>(
         &'a self,
         id: &'a SagaId,
         lease: &'a Lease,
+        decision: Status,
         progress: Vec<BranchProgress>,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
 

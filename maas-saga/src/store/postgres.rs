@@ -37,7 +37,7 @@ const SCHEMA: &[&str] = &[
         request TEXT
     );
     CREATE INDEX IF NOT EXISTS maas_saga_unfinished ON maas_saga (lease_until)
-        WHERE status IN ('running', 'compensating');
+        WHERE status IN ('running', 'compensating', 'committing');
     CREATE INDEX IF NOT EXISTS maas_saga_finished ON maas_saga (updated_at)
         WHERE status IN ('committed', 'compensated');",
 ];
@@ -70,16 +70,27 @@ impl PgStore {
     /// `host=127.0.0.1 user=postgres dbname=app`) and migrates the schema. Opens two
     /// connections: one for batched writes, one for claims, renewals and queries.
     pub async fn connect(config: &str) -> Result<Self, StoreError> {
+        Self::connect_with(config, 4).await
+    }
+
+    /// Like [`connect`](PgStore::connect), with `writers` connections committing batches in
+    /// parallel (plus one for claims, renewals and queries).
+    pub async fn connect_with(config: &str, writers: usize) -> Result<Self, StoreError> {
         let mut control = connect(config).await?;
         migrate(&mut control).await?;
-        let writer_client = Arc::new(Mutex::new(connect(config).await?));
-        let writer = Batcher::spawn(256, move |writes| {
-            let client = writer_client.clone();
-            async move { commit_batch(&mut *client.lock().await, writes).await }
-        });
+        let mut commits = Vec::new();
+        for _ in 0..writers.max(1) {
+            let client = connect(config).await?;
+            let statement = client.prepare(BATCH).await.map_err(backend)?;
+            let writer = Arc::new((client, statement));
+            commits.push(move |writes: Vec<Write>| {
+                let writer = writer.clone();
+                async move { commit_batch(&writer.0, &writer.1, writes).await }
+            });
+        }
         Ok(PgStore {
             control: Arc::new(Mutex::new(control)),
-            writer,
+            writer: Batcher::spawn(256, commits),
         })
     }
 }
@@ -123,9 +134,44 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Commits a batch in one transaction: one `INSERT ... SELECT FROM UNNEST` for all the
-/// intents and one `UPDATE ... FROM UNNEST` each for decisions and final statuses.
-async fn commit_batch(client: &mut Client, writes: Vec<Write>) -> Result<Vec<bool>, StoreError> {
+/// A whole batch in one statement (so one round trip and one commit): the intents, the
+/// decisions and the final statuses, each from arrays, as data-modifying CTEs. A write that
+/// did not apply (a duplicate id, a lost lease) is simply not returned.
+const BATCH: &str = "
+WITH created AS (
+    INSERT INTO maas_saga (id, kind, name, definition, status, owner, incarnation,
+        lease_until, created_at, updated_at, deadline)
+    SELECT t.id, t.kind, t.name, t.def::jsonb, 'running', t.owner, t.inc,
+        now() + t.lease_ms * interval '1 millisecond', now(), now(),
+        now() + t.dl_ms * interval '1 millisecond'
+    FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                $7::bigint[], $8::bigint[])
+         AS t(id, kind, name, def, owner, inc, lease_ms, dl_ms)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+), decided AS (
+    UPDATE maas_saga s SET status = t.status, progress = t.progress::jsonb, updated_at = now()
+    FROM UNNEST($9::text[], $10::text[], $11::text[], $12::text[], $13::text[])
+         AS t(id, owner, inc, status, progress)
+    WHERE s.id = t.id AND s.owner = t.owner AND s.incarnation = t.inc
+      AND s.status IN ('running', t.status)
+    RETURNING s.id
+), finished AS (
+    UPDATE maas_saga s SET status = t.status, progress = t.progress::jsonb, updated_at = now(),
+        owner = NULL, incarnation = NULL, lease_until = NULL, request = NULL
+    FROM UNNEST($14::text[], $15::text[], $16::text[], $17::text[], $18::text[])
+         AS t(id, owner, inc, status, progress)
+    WHERE s.id = t.id AND s.owner = t.owner AND s.incarnation = t.inc
+      AND s.status IN ('running', 'compensating', 'committing')
+    RETURNING s.id
+)
+SELECT 'c', id FROM created UNION ALL SELECT 'm', id FROM decided UNION ALL SELECT 'f', id FROM finished";
+
+async fn commit_batch(
+    client: &Client,
+    statement: &tokio_postgres::Statement,
+    writes: Vec<Write>,
+) -> Result<Vec<bool>, StoreError> {
     let firsts = first_creates(&writes);
     let mut c = (
         Vec::new(),
@@ -137,7 +183,7 @@ async fn commit_batch(client: &mut Client, writes: Vec<Write>) -> Result<Vec<boo
         Vec::new(),
         Vec::new(),
     );
-    let mut m = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut m = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut f = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (write, first) in writes.iter().zip(&firsts) {
         match write {
@@ -152,15 +198,17 @@ async fn commit_batch(client: &mut Client, writes: Vec<Write>) -> Result<Vec<boo
                 c.7.push(s.deadline_after.map(millis));
             }
             Write::Create(..) => {}
-            Write::Compensating {
+            Write::Decision {
                 id,
                 lease,
+                status,
                 progress,
             } => {
                 m.0.push(id.as_str().to_owned());
                 m.1.push(lease.owner.clone());
                 m.2.push(lease.incarnation.clone());
-                m.3.push(json(progress));
+                m.3.push(status.as_str().to_owned());
+                m.4.push(json(progress));
             }
             Write::Finish {
                 id,
@@ -176,65 +224,29 @@ async fn commit_batch(client: &mut Client, writes: Vec<Write>) -> Result<Vec<boo
             }
         }
     }
-    let tx = client.transaction().await.map_err(backend)?;
-    let mut changed = std::collections::HashSet::new();
-    if !c.0.is_empty() {
-        let rows = tx
-            .query(
-                "INSERT INTO maas_saga (id, kind, name, definition, status, owner, incarnation,
-                    lease_until, created_at, updated_at, deadline)
-                 SELECT t.id, t.kind, t.name, t.def::jsonb, 'running', t.owner, t.inc,
-                    now() + t.lease_ms * interval '1 millisecond', now(), now(),
-                    now() + t.dl_ms * interval '1 millisecond'
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                             $7::bigint[], $8::bigint[])
-                      AS t(id, kind, name, def, owner, inc, lease_ms, dl_ms)
-                 ON CONFLICT (id) DO NOTHING
-                 RETURNING id",
-                &[&c.0, &c.1, &c.2, &c.3, &c.4, &c.5, &c.6, &c.7],
-            )
-            .await
-            .map_err(backend)?;
-        changed.extend(rows.iter().map(|r| ("c", r.get::<_, String>(0))));
-    }
-    if !m.0.is_empty() {
-        let rows = tx
-            .query(
-                "UPDATE maas_saga s SET status = 'compensating', progress = t.progress::jsonb, updated_at = now()
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS t(id, owner, inc, progress)
-                 WHERE s.id = t.id AND s.owner = t.owner AND s.incarnation = t.inc
-                   AND s.status IN ('running', 'compensating')
-                 RETURNING s.id",
-                &[&m.0, &m.1, &m.2, &m.3],
-            )
-            .await
-            .map_err(backend)?;
-        changed.extend(rows.iter().map(|r| ("m", r.get::<_, String>(0))));
-    }
-    if !f.0.is_empty() {
-        let rows = tx
-            .query(
-                "UPDATE maas_saga s SET status = t.status, progress = t.progress::jsonb, updated_at = now(),
-                    owner = NULL, incarnation = NULL, lease_until = NULL, request = NULL
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
-                      AS t(id, owner, inc, status, progress)
-                 WHERE s.id = t.id AND s.owner = t.owner AND s.incarnation = t.inc
-                   AND s.status IN ('running', 'compensating')
-                 RETURNING s.id",
-                &[&f.0, &f.1, &f.2, &f.3, &f.4],
-            )
-            .await
-            .map_err(backend)?;
-        changed.extend(rows.iter().map(|r| ("f", r.get::<_, String>(0))));
-    }
-    tx.commit().await.map_err(backend)?;
+    let rows = client
+        .query(
+            statement,
+            &[
+                &c.0, &c.1, &c.2, &c.3, &c.4, &c.5, &c.6, &c.7, &m.0, &m.1, &m.2, &m.3, &m.4, &f.0,
+                &f.1, &f.2, &f.3, &f.4,
+            ],
+        )
+        .await
+        .map_err(backend)?;
+    let changed: std::collections::HashSet<(String, String)> = rows
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+        .collect();
+    let has =
+        |kind: &str, id: &SagaId| changed.contains(&(kind.to_owned(), id.as_str().to_owned()));
     Ok(writes
         .iter()
         .zip(firsts)
         .map(|(w, first)| match w {
-            Write::Create(s, _) => first && changed.contains(&("c", s.id.as_str().to_owned())),
-            Write::Compensating { id, .. } => changed.contains(&("m", id.as_str().to_owned())),
-            Write::Finish { id, .. } => changed.contains(&("f", id.as_str().to_owned())),
+            Write::Create(s, _) => first && has("c", &s.id),
+            Write::Decision { id, .. } => has("m", id),
+            Write::Finish { id, .. } => has("f", id),
         })
         .collect())
 }
@@ -276,15 +288,17 @@ impl SagaStore for PgStore {
         Box::pin(self.writer.write(Write::Create(saga, lease.clone())))
     }
 
-    fn mark_compensating<'a>(
+    fn record_decision<'a>(
         &'a self,
         id: &'a SagaId,
         lease: &'a Lease,
+        decision: Status,
         progress: Vec<BranchProgress>,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(self.writer.write(Write::Compensating {
+        Box::pin(self.writer.write(Write::Decision {
             id: id.clone(),
             lease: lease.clone(),
+            status: decision,
             progress,
         }))
     }
@@ -317,9 +331,9 @@ impl SagaStore for PgStore {
                     "WITH held AS (
                         SELECT id, request FROM maas_saga
                         WHERE id = ANY($1) AND owner = $2 AND incarnation = $3
-                          AND status IN ('running', 'compensating')
+                          AND status IN ('running', 'compensating', 'committing')
                         FOR UPDATE)
-                     UPDATE maas_saga s SET lease_until = now() + $4 * interval '1 millisecond',
+                     UPDATE maas_saga s SET lease_until = now() + $4::bigint * interval '1 millisecond',
                         request = CASE WHEN s.request = 'retry' THEN NULL ELSE s.request END
                      FROM held WHERE s.id = held.id
                      RETURNING s.id, held.request",
@@ -356,9 +370,9 @@ impl SagaStore for PgStore {
                 .query(
                     &format!(
                         "UPDATE maas_saga s SET owner = $1, incarnation = $2,
-                            lease_until = now() + $3 * interval '1 millisecond'
+                            lease_until = now() + $3::bigint * interval '1 millisecond'
                          FROM (SELECT id FROM maas_saga
-                               WHERE status IN ('running', 'compensating')
+                               WHERE status IN ('running', 'compensating', 'committing')
                                  AND (lease_until < now() OR (owner = $1 AND incarnation <> $2))
                                ORDER BY lease_until
                                LIMIT $4
@@ -424,7 +438,7 @@ impl SagaStore for PgStore {
             let n = client
                 .execute(
                     "UPDATE maas_saga SET request = CASE WHEN request = 'abort' THEN 'abort' ELSE $2 END
-                     WHERE id = $1 AND status IN ('running', 'compensating')",
+                     WHERE id = $1 AND status IN ('running', 'compensating', 'committing')",
                     &[&id.as_str(), &request.as_str()],
                 )
                 .await
@@ -439,7 +453,7 @@ impl SagaStore for PgStore {
             client
                 .execute(
                     "DELETE FROM maas_saga WHERE status IN ('committed', 'compensated')
-                       AND updated_at < now() - $1 * interval '1 millisecond'",
+                       AND updated_at < now() - $1::bigint * interval '1 millisecond'",
                     &[&millis(retention)],
                 )
                 .await

@@ -35,7 +35,7 @@ const SCHEMA: &[&str] = &[
         request TEXT
     );
     CREATE INDEX IF NOT EXISTS maas_saga_unfinished ON maas_saga (lease_until)
-        WHERE status IN ('running', 'compensating');
+        WHERE status IN ('running', 'compensating', 'committing');
     CREATE INDEX IF NOT EXISTS maas_saga_finished ON maas_saga (updated_at)
         WHERE status IN ('committed', 'compensated');",
 ];
@@ -70,14 +70,18 @@ impl SqliteStore {
         .map_err(backend)??;
         let conn = Arc::new(Mutex::new(conn));
         let writer_conn = conn.clone();
-        let writer = Batcher::spawn(256, move |writes| {
-            let conn = writer_conn.clone();
-            async move {
-                tokio::task::spawn_blocking(move || commit(&mut lock(&conn), &writes))
-                    .await
-                    .map_err(backend)?
-            }
-        });
+        // SQLite has one writer at a time: one worker.
+        let writer = Batcher::spawn(
+            256,
+            vec![move |writes: Vec<Write>| {
+                let conn = writer_conn.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || commit(&mut lock(&conn), &writes))
+                        .await
+                        .map_err(backend)?
+                }
+            }],
+        );
         Ok(SqliteStore { conn, writer })
     }
 
@@ -154,19 +158,20 @@ fn commit(conn: &mut Connection, writes: &[Write]) -> Result<Vec<bool>, StoreErr
                         .map_err(backend)?
                         == 1
             }
-            Write::Compensating {
+            Write::Decision {
                 id,
                 lease,
+                status,
                 progress,
             } => {
                 tx.execute(
-                    "UPDATE maas_saga SET status = 'compensating', progress = ?4, updated_at = ?5
-                     WHERE id = ?1 AND owner = ?2 AND incarnation = ?3
-                       AND status IN ('running', 'compensating')",
+                    "UPDATE maas_saga SET status = ?4, progress = ?5, updated_at = ?6
+                     WHERE id = ?1 AND owner = ?2 AND incarnation = ?3 AND status IN ('running', ?4)",
                     params![
                         id.as_str(),
                         lease.owner,
                         lease.incarnation,
+                        status.as_str(),
                         json(progress),
                         now
                     ],
@@ -184,7 +189,7 @@ fn commit(conn: &mut Connection, writes: &[Write]) -> Result<Vec<bool>, StoreErr
                     "UPDATE maas_saga SET status = ?4, progress = ?5, updated_at = ?6,
                         owner = NULL, incarnation = NULL, lease_until = NULL, request = NULL
                      WHERE id = ?1 AND owner = ?2 AND incarnation = ?3
-                       AND status IN ('running', 'compensating')",
+                       AND status IN ('running', 'compensating', 'committing')",
                     params![
                         id.as_str(),
                         lease.owner,
@@ -250,15 +255,17 @@ impl SagaStore for SqliteStore {
         Box::pin(self.writer.write(Write::Create(saga, lease.clone())))
     }
 
-    fn mark_compensating<'a>(
+    fn record_decision<'a>(
         &'a self,
         id: &'a SagaId,
         lease: &'a Lease,
+        decision: Status,
         progress: Vec<BranchProgress>,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(self.writer.write(Write::Compensating {
+        Box::pin(self.writer.write(Write::Decision {
             id: id.clone(),
             lease: lease.clone(),
+            status: decision,
             progress,
         }))
     }
@@ -293,7 +300,7 @@ impl SagaStore for SqliteStore {
                 let request: Option<Option<String>> = tx
                     .query_row(
                         "SELECT request FROM maas_saga WHERE id = ?1 AND owner = ?2 AND incarnation = ?3
-                           AND status IN ('running', 'compensating')",
+                           AND status IN ('running', 'compensating', 'committing')",
                         params![id, lease.owner, lease.incarnation],
                         |r| r.get(0),
                     )
@@ -332,7 +339,7 @@ impl SagaStore for SqliteStore {
                         "UPDATE maas_saga SET owner = ?1, incarnation = ?2, lease_until = ?3
                          WHERE id IN (
                             SELECT id FROM maas_saga
-                            WHERE status IN ('running', 'compensating')
+                            WHERE status IN ('running', 'compensating', 'committing')
                               AND (lease_until < ?4 OR (owner = ?1 AND incarnation <> ?2))
                             ORDER BY lease_until LIMIT ?5)
                          RETURNING {COLUMNS}"
@@ -396,7 +403,7 @@ impl SagaStore for SqliteStore {
         Box::pin(self.read(move |conn| {
             conn.execute(
                 "UPDATE maas_saga SET request = CASE WHEN request = 'abort' THEN 'abort' ELSE ?2 END
-                 WHERE id = ?1 AND status IN ('running', 'compensating')",
+                 WHERE id = ?1 AND status IN ('running', 'compensating', 'committing')",
                 params![id, request.as_str()],
             )
             .map(|n| n == 1)

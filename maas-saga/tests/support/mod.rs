@@ -2,6 +2,8 @@
 //! script, and every call is logged in order. A barrier-like ledger records what applied.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
