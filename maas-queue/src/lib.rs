@@ -3,13 +3,74 @@
 //! `maas-queue` decouples work through Kafka. It builds on the pure-Rust `rskafka` client
 //! and adds what that client leaves out:
 //!
-//! * a **producer** with Kafka's default (murmur2) partitioner, batching and acknowledged
-//!   sends;
-//! * **consumer groups**: members of a group share a topic's partitions through Kafka's own
-//!   group protocol and commit offsets only after records were handled;
-//! * a **failure policy**: retries, retry topics and a **dead-letter queue** whose headers
-//!   say where each record came from and why it failed, with redrive;
-//! * **lag** per partition, as an API and as metrics.
+//! * a [`Producer`] with Kafka's default (murmur2) partitioner, per-partition batching,
+//!   compression, `acks=all` and retries bounded by a delivery timeout, on its own
+//!   `TCP_NODELAY` connection so that single-record sends take well under a millisecond;
+//! * [`GroupConsumer`]: a member of a Kafka consumer group, speaking the group protocol
+//!   (join, sync with the `range` or `roundrobin` assignor, heartbeat, commit, leave) so
+//!   other Kafka clients in the same group share partitions with it; records are handled
+//!   by a `tower::Service`, in order per partition (or per key), and an offset is committed
+//!   only once it and everything before it was handled;
+//! * a [`FailurePolicy`]: retries in place, retry topics with delays, then a dead-letter
+//!   topic whose [headers](failure::headers) say where each record came from and why it
+//!   failed, and [`Redrive`] (also the `maas-queue redrive` command) to put records back;
+//! * lag per partition ([`ConsumerHandle::lag`], and [`metrics`] with feature
+//!   `prometheus`);
+//! * a [`MemoryBroker`] behind the same API, for unit tests and demos;
+//! * a `traceparent` header on every produced record ([`trace`]).
 //!
-//! The crate is young: the items described here land one by one, and this page lists the
-//! ones that exist.
+//! ```
+//! use maas_queue::{FailurePolicy, GroupConsumer, MemoryBroker, Message, Poison, Producer, Record};
+//! use tower::service_fn;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let broker = MemoryBroker::new(); // or drop `.memory(..)` to talk to Kafka
+//! let producer = Producer::builder(["127.0.0.1:9092"]).memory(&broker).build()?;
+//! producer.create_topic("model-build-tasks", 3).await?;
+//! producer.send(Record::new("model-build-tasks", "not json").key("m-7")).await?;
+//!
+//! let workers = GroupConsumer::builder(["127.0.0.1:9092"], "model-builders")
+//!     .topics(["model-build-tasks"])
+//!     .failure_policy(FailurePolicy::default())
+//!     .memory(&broker)
+//!     .build()?
+//!     .start(service_fn(|m: Message| async move {
+//!         match m.value_str() {
+//!             Some(v) if v.starts_with('{') => Ok(()),
+//!             _ => Err(Poison::new("not JSON")),
+//!         }
+//!     }));
+//! while broker.messages("model-build-tasks.dlq").is_empty() {
+//!     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+//! }
+//! let dead = &broker.messages("model-build-tasks.dlq")[0];
+//! assert_eq!(dead.header_str("dlq-error"), Some("poison record: not JSON"));
+//! workers.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod consumer;
+mod error;
+pub mod failure;
+mod memory;
+mod message;
+#[cfg(feature = "prometheus")]
+pub mod metrics;
+mod partitioner;
+mod producer;
+mod redrive;
+pub mod trace;
+mod wire;
+
+#[cfg(feature = "prometheus")]
+pub use consumer::MeteredConsumer;
+pub use consumer::{
+    Assignor, ConsumerHandle, ConsumerStats, GroupConsumer, GroupConsumerBuilder, PartitionLag, StartFrom,
+};
+pub use error::{BoxError, ConfigError, Poison, QueueError};
+pub use failure::FailurePolicy;
+pub use memory::MemoryBroker;
+pub use message::{Headers, Message, Record};
+pub use partitioner::{murmur2, partition_for_key};
+pub use producer::{Compression, Delivery, Producer, ProducerBuilder};
+pub use redrive::{Redrive, RedriveReport, parse_since};

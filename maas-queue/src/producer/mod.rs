@@ -1,0 +1,242 @@
+//! The producer: Kafka's partitioner, per-partition batching, acknowledged sends.
+
+mod batch;
+mod kafka;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use batch::Compression;
+pub(crate) use batch::millis;
+
+use crate::error::{check_brokers, check_topic};
+use crate::memory::MemoryBroker;
+use crate::{ConfigError, QueueError, Record};
+
+/// Where a record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Delivery {
+    /// The partition.
+    pub partition: i32,
+    /// The record's offset in it.
+    pub offset: i64,
+}
+
+/// Settings of a [`Producer`].
+#[derive(Debug, Clone)]
+pub(crate) struct ProducerConfig {
+    pub(crate) brokers: Vec<String>,
+    pub(crate) client_id: String,
+    pub(crate) linger: Duration,
+    pub(crate) max_batch_bytes: usize,
+    pub(crate) compression: Compression,
+    pub(crate) delivery_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) retry_backoff: Duration,
+    pub(crate) max_buffered: usize,
+}
+
+/// Builds a [`Producer`]; invalid settings fail at [`build`](ProducerBuilder::build).
+#[derive(Debug, Clone)]
+pub struct ProducerBuilder {
+    config: ProducerConfig,
+    memory: Option<MemoryBroker>,
+}
+
+impl ProducerBuilder {
+    /// The client id the broker sees (default `maas-queue`).
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.config.client_id = id.into();
+        self
+    }
+
+    /// How long a partition's first record may wait for others to join its batch (default
+    /// 0: send at once; records arriving while a batch is in flight still batch together).
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.config.linger = linger;
+        self
+    }
+
+    /// Largest batch per partition, in bytes (default 1 MiB).
+    pub fn max_batch_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_batch_bytes = bytes;
+        self
+    }
+
+    /// Batch compression (default none).
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.config.compression = compression;
+        self
+    }
+
+    /// How long a record may take, retries included, before its send fails (default 30 s).
+    pub fn delivery_timeout(mut self, timeout: Duration) -> Self {
+        self.config.delivery_timeout = timeout;
+        self
+    }
+
+    /// Time limit of each request to a broker (default 10 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.config.request_timeout = timeout;
+        self
+    }
+
+    /// Pause between retries (default 100 ms, doubling up to 2 s).
+    pub fn retry_backoff(mut self, backoff: Duration) -> Self {
+        self.config.retry_backoff = backoff;
+        self
+    }
+
+    /// Records accepted but not yet acknowledged, at most (default 100,000); `send` waits
+    /// for room beyond that (backpressure).
+    pub fn max_buffered_records(mut self, n: usize) -> Self {
+        self.config.max_buffered = n;
+        self
+    }
+
+    /// Produces into an in-memory broker instead of Kafka (tests, demos).
+    pub fn memory(mut self, broker: &MemoryBroker) -> Self {
+        self.memory = Some(broker.clone());
+        self
+    }
+
+    /// Validates the settings and builds the producer. Connections are opened on first use.
+    pub fn build(self) -> Result<Producer, ConfigError> {
+        let c = &self.config;
+        if self.memory.is_none() {
+            check_brokers(&c.brokers)?;
+        }
+        for (name, zero) in [
+            ("max_batch_bytes", c.max_batch_bytes == 0),
+            ("delivery_timeout", c.delivery_timeout.is_zero()),
+            ("request_timeout", c.request_timeout.is_zero()),
+            ("max_buffered_records", c.max_buffered == 0),
+        ] {
+            if zero {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        let backend = match self.memory {
+            Some(m) => Backend::Memory(m),
+            None => Backend::Kafka(kafka::KafkaProducer::new(self.config)),
+        };
+        Ok(Producer {
+            backend: Arc::new(backend),
+        })
+    }
+}
+
+enum Backend {
+    Kafka(kafka::KafkaProducer),
+    Memory(MemoryBroker),
+}
+
+/// Sends records to Kafka and resolves each send once the broker acknowledged it
+/// (`acks=all`). Cheap to clone; clones share batches and connections.
+///
+/// Keyed records go to the partition Kafka's default partitioner picks (murmur2, the same
+/// as the Java client and librdkafka's `murmur2_random`), so records with one key stay in
+/// order on one partition; keyless ones stick to a partition per batch. Sends are retried
+/// with backoff until the delivery timeout; a retried send may be stored twice if the first
+/// attempt's answer was lost (at-least-once).
+///
+/// ```
+/// use maas_queue::{MemoryBroker, Producer, Record};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let broker = MemoryBroker::new();
+/// let producer = Producer::builder(["127.0.0.1:9092"]).memory(&broker).build()?;
+/// producer.create_topic("model-build-tasks", 3).await?;
+/// let delivered = producer.send(Record::new("model-build-tasks", "build m-1").key("m-1")).await?;
+/// assert_eq!(delivered.offset, 0);
+/// producer.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Producer {
+    backend: Arc<Backend>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match &*self.backend {
+            Backend::Kafka(_) => "Producer(kafka)",
+            Backend::Memory(_) => "Producer(memory)",
+        })
+    }
+}
+
+impl Producer {
+    /// Starts configuring a producer for the brokers at `brokers` (`host:port`).
+    pub fn builder<I, S>(brokers: I) -> ProducerBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ProducerBuilder {
+            config: ProducerConfig {
+                brokers: brokers.into_iter().map(Into::into).collect(),
+                client_id: "maas-queue".to_owned(),
+                linger: Duration::ZERO,
+                max_batch_bytes: 1 << 20,
+                compression: Compression::None,
+                delivery_timeout: Duration::from_secs(30),
+                request_timeout: Duration::from_secs(10),
+                retry_backoff: Duration::from_millis(100),
+                max_buffered: 100_000,
+            },
+            memory: None,
+        }
+    }
+
+    /// Sends `record`; resolves to its partition and offset once acknowledged. A
+    /// `traceparent` header is added when the record has none.
+    pub async fn send(&self, mut record: Record) -> Result<Delivery, QueueError> {
+        check_topic(&record.topic)?;
+        if record.header_value(crate::trace::TRACEPARENT).is_none() {
+            record.headers.push((crate::trace::TRACEPARENT.to_owned(), crate::trace::new_traceparent().into()));
+        }
+        match &*self.backend {
+            Backend::Kafka(k) => k.send(record).await,
+            Backend::Memory(m) => m.append(record),
+        }
+    }
+
+    /// Waits until every record accepted so far is acknowledged (or has failed).
+    pub async fn flush(&self) {
+        if let Backend::Kafka(k) = &*self.backend {
+            k.flush().await;
+        }
+    }
+
+    /// Stops accepting records and waits for those accepted to be acknowledged: nothing
+    /// accepted is dropped.
+    pub async fn shutdown(&self) {
+        if let Backend::Kafka(k) = &*self.backend {
+            k.close();
+            k.flush().await;
+        }
+    }
+
+    /// Creates `topic` with `partitions` partitions; succeeds if it already exists.
+    pub async fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), QueueError> {
+        check_topic(topic)?;
+        if partitions <= 0 {
+            return Err(ConfigError::ZeroPartitions.into());
+        }
+        match &*self.backend {
+            Backend::Kafka(k) => k.create_topic(topic, partitions).await,
+            Backend::Memory(m) => {
+                m.create_topic(topic, partitions);
+                Ok(())
+            }
+        }
+    }
+
+    /// The number of partitions of `topic`.
+    pub async fn partitions(&self, topic: &str) -> Result<i32, QueueError> {
+        match &*self.backend {
+            Backend::Kafka(k) => k.partitions(topic).await,
+            Backend::Memory(m) => m.partition_count(topic).ok_or_else(|| QueueError::UnknownTopic(topic.to_owned())),
+        }
+    }
+}

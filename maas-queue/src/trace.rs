@@ -1,0 +1,44 @@
+//! W3C trace context on records: written on produce, continued on consume.
+//!
+//! The producer adds a `traceparent` header to every record that has none — a fresh trace,
+//! or the one the caller set with [`Record::header`](crate::Record::header) (for instance
+//! from the incoming HTTP request, with `maas-telemetry`'s propagation helpers). The
+//! consumer runs each handler call inside a `tracing` span carrying that `traceparent`, so
+//! the work on both sides of the queue belongs to one trace.
+
+/// The header name.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// A new `traceparent` (version 00, sampled) with random trace and span ids.
+pub fn new_traceparent() -> String {
+    format!("00-{:016x}{:016x}-{:016x}-01", fastrand::u64(1..), fastrand::u64(..), fastrand::u64(1..))
+}
+
+/// The trace id of a `traceparent`, if it is well formed.
+pub fn trace_id(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.split('-');
+    let (_version, trace, span, _flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n| s.len() == n && s.chars().all(|c| c.is_ascii_hexdigit());
+    (hex(trace, 32) && hex(span, 16) && trace.chars().any(|c| c != '0')).then_some(trace)
+}
+
+/// A child `traceparent`: same trace, new span id.
+pub fn child_of(traceparent: &str) -> Option<String> {
+    trace_id(traceparent).map(|t| format!("00-{t}-{:016x}-01", fastrand::u64(1..)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparents_are_well_formed_and_continue() {
+        let tp = new_traceparent();
+        let trace = trace_id(&tp).unwrap().to_owned();
+        let child = child_of(&tp).unwrap();
+        assert_eq!(trace_id(&child), Some(trace.as_str()));
+        assert_ne!(child, tp);
+        assert_eq!(trace_id("garbage"), None);
+        assert_eq!(trace_id("00-00000000000000000000000000000000-0000000000000001-01"), None);
+    }
+}
