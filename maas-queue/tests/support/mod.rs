@@ -53,3 +53,23 @@ pub async fn rskafka_client(addr: &str) -> Client {
         .await
         .unwrap_or_else(|e| panic!("connect rskafka to the broker at {addr}: {e}"))
 }
+
+/// The durable broker (tansu on SQLite storage, 127.0.0.1:9094), started if needed.
+///
+/// Consumer tests use it: tansu's in-memory engine mis-serves fetches that start in the
+/// middle of a batch (docs/architecture.md), which is exactly what resuming from a
+/// committed offset does.
+pub fn require_durable_kafka() -> String {
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/dev-services");
+    let out = std::process::Command::new(&script)
+        .arg("durable")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "`scripts/dev-services durable` failed (it starts tansu on SQLite on 127.0.0.1:9094):\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    "127.0.0.1:9094".to_owned()
+}
