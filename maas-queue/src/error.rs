@@ -35,8 +35,14 @@ pub(crate) fn check_topic(name: &str) -> Result<(), ConfigError> {
         && name.len() <= 249
         && name != "."
         && name != ".."
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok { Ok(()) } else { Err(ConfigError::BadTopicName(name.to_owned())) }
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::BadTopicName(name.to_owned()))
+    }
 }
 
 /// Checks broker addresses (`host:port`).
@@ -115,9 +121,13 @@ impl QueueError {
     /// Whether trying again (after refreshing metadata, or reconnecting) may succeed.
     pub fn is_retriable(&self) -> bool {
         match self {
-            QueueError::Broker { code, .. } => kafka_protocol::error::ResponseError::try_from_code(*code)
-                .is_some_and(|e| e.is_retriable()),
-            QueueError::Connection { .. } | QueueError::Timeout(_) | QueueError::UnknownTopic(_) => true,
+            QueueError::Broker { code, .. } => {
+                kafka_protocol::error::ResponseError::try_from_code(*code)
+                    .is_some_and(|e| e.is_retriable())
+            }
+            QueueError::Connection { .. }
+            | QueueError::Timeout(_)
+            | QueueError::UnknownTopic(_) => true,
             _ => false,
         }
     }

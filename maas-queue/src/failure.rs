@@ -115,7 +115,9 @@ impl FailurePolicy {
 
     /// The topics a consumer of `topic` also reads: its retry topics.
     pub(crate) fn retry_topics_of(&self, topic: &str) -> Vec<String> {
-        (1..=self.retry_topics.len()).map(|l| self.retry_topic(topic, l)).collect()
+        (1..=self.retry_topics.len())
+            .map(|l| self.retry_topic(topic, l))
+            .collect()
     }
 }
 
@@ -135,7 +137,10 @@ pub(crate) struct History {
 impl History {
     pub(crate) fn of(m: &Message) -> Self {
         let num = |h: &str| m.header_str(h).and_then(|v| v.parse::<i64>().ok());
-        let original_topic = m.header_str(headers::ORIGINAL_TOPIC).map(str::to_owned).unwrap_or_else(|| m.topic.clone());
+        let original_topic = m
+            .header_str(headers::ORIGINAL_TOPIC)
+            .map(str::to_owned)
+            .unwrap_or_else(|| m.topic.clone());
         let level = m
             .topic
             .strip_prefix(&format!("{original_topic}.retry."))
@@ -153,30 +158,49 @@ impl History {
     }
 
     /// The record to produce to `topic` after the handler failed with `error`.
-    pub(crate) fn forward(&self, m: &Message, topic: String, error: &str, group: &str, due: Option<i64>) -> Record {
+    pub(crate) fn forward(
+        &self,
+        m: &Message,
+        topic: String,
+        error: &str,
+        group: &str,
+        due: Option<i64>,
+    ) -> Record {
         let now = millis(SystemTime::now());
         let mut r = Record {
             topic,
             key: m.key.clone(),
             value: m.value.clone(),
-            headers: m.headers.iter().filter(|(n, _)| !headers::is_tracking(n)).cloned().collect(),
+            headers: m
+                .headers
+                .iter()
+                .filter(|(n, _)| !headers::is_tracking(n))
+                .cloned()
+                .collect(),
             partition: None,
             timestamp: None,
         };
         let mut put = |n: &str, v: String| r.headers.push((n.to_owned(), Bytes::from(v)));
         put(headers::ORIGINAL_TOPIC, self.original_topic.clone());
-        put(headers::ORIGINAL_PARTITION, self.original_partition.to_string());
+        put(
+            headers::ORIGINAL_PARTITION,
+            self.original_partition.to_string(),
+        );
         put(headers::ORIGINAL_OFFSET, self.original_offset.to_string());
         put(headers::ERROR, error.to_owned());
         put(headers::ATTEMPTS, self.attempts.to_string());
-        put(headers::FIRST_FAILURE, self.first_failure.unwrap_or(now).to_string());
+        put(
+            headers::FIRST_FAILURE,
+            self.first_failure.unwrap_or(now).to_string(),
+        );
         put(headers::LAST_FAILURE, now.to_string());
         put(headers::GROUP, group.to_owned());
         if let Some(d) = due {
             put(headers::DUE, d.to_string());
         }
         if let Some(k) = &m.key {
-            r.headers.push((headers::ORIGINAL_KEY.to_owned(), k.clone()));
+            r.headers
+                .push((headers::ORIGINAL_KEY.to_owned(), k.clone()));
         }
         r
     }

@@ -65,7 +65,8 @@ mod wire;
 #[cfg(feature = "prometheus")]
 pub use consumer::MeteredConsumer;
 pub use consumer::{
-    Assignor, ConsumerHandle, ConsumerStats, GroupConsumer, GroupConsumerBuilder, PartitionLag, StartFrom,
+    Assignor, ConsumerHandle, ConsumerStats, GroupConsumer, GroupConsumerBuilder, PartitionLag,
+    StartFrom,
 };
 pub use error::{BoxError, ConfigError, Poison, QueueError};
 pub use failure::FailurePolicy;
@@ -74,3 +75,8 @@ pub use message::{Headers, Message, Record};
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{Compression, Delivery, Producer, ProducerBuilder};
 pub use redrive::{Redrive, RedriveReport, parse_since};
+
+/// The README's example, compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

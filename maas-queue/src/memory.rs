@@ -78,11 +78,16 @@ impl MemoryBroker {
     /// Appends a record as a producer would.
     pub fn append(&self, record: Record) -> Result<Delivery, QueueError> {
         let delivery = self.with(|s| {
-            let n = s.topics.get(&record.topic).map(|p| p.len() as i32).ok_or_else(|| QueueError::UnknownTopic(record.topic.clone()))?;
+            let n = s
+                .topics
+                .get(&record.topic)
+                .map(|p| p.len() as i32)
+                .ok_or_else(|| QueueError::UnknownTopic(record.topic.clone()))?;
             let partition = match (record.partition, &record.key) {
                 (Some(p), _) if (0..n).contains(&p) => p,
                 (Some(p), _) => {
-                    return Err(QueueError::from_code(3, format!("{}/{p}", record.topic)).unwrap_or(QueueError::Closed));
+                    return Err(QueueError::from_code(3, format!("{}/{p}", record.topic))
+                        .unwrap_or(QueueError::Closed));
                 }
                 (None, Some(k)) => partition_for_key(k, n),
                 (None, None) => {
@@ -90,7 +95,8 @@ impl MemoryBroker {
                     (s.next_keyless % n as u32) as i32
                 }
             };
-            let log = &mut s.topics.get_mut(&record.topic).expect("checked above")[partition as usize];
+            let log =
+                &mut s.topics.get_mut(&record.topic).expect("checked above")[partition as usize];
             let offset = log.len() as i64;
             log.push(Message {
                 topic: record.topic,
@@ -99,7 +105,9 @@ impl MemoryBroker {
                 key: record.key,
                 value: record.value,
                 headers: record.headers,
-                timestamp_ms: crate::producer::millis(record.timestamp.unwrap_or_else(SystemTime::now)),
+                timestamp_ms: crate::producer::millis(
+                    record.timestamp.unwrap_or_else(SystemTime::now),
+                ),
             });
             Ok(Delivery { partition, offset })
         })?;
@@ -109,12 +117,23 @@ impl MemoryBroker {
 
     /// Every message of `topic`, partition by partition.
     pub fn messages(&self, topic: &str) -> Vec<Message> {
-        self.with(|s| s.topics.get(topic).map(|p| p.iter().flatten().cloned().collect()).unwrap_or_default())
+        self.with(|s| {
+            s.topics
+                .get(topic)
+                .map(|p| p.iter().flatten().cloned().collect())
+                .unwrap_or_default()
+        })
     }
 
     /// The offset `group` committed for `topic`/`partition`.
     pub fn committed(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
-        self.with(|s| s.groups.get(group)?.committed.get(&(topic.to_owned(), partition)).copied())
+        self.with(|s| {
+            s.groups
+                .get(group)?
+                .committed
+                .get(&(topic.to_owned(), partition))
+                .copied()
+        })
     }
 
     pub(crate) async fn fetch(
@@ -133,7 +152,10 @@ impl MemoryBroker {
                     .and_then(|p| p.get(partition as usize))
                     .ok_or_else(|| QueueError::UnknownTopic(topic.to_owned()))?;
                 let start = (offset.max(0) as usize).min(log.len());
-                Ok((log[start..(start + max).min(log.len())].to_vec(), log.len() as i64))
+                Ok((
+                    log[start..(start + max).min(log.len())].to_vec(),
+                    log.len() as i64,
+                ))
             })
         };
         let changed = self.changed.notified();
@@ -170,13 +192,21 @@ impl MemoryBroker {
     /// Removes members silent for longer than their session timeout (a crashed process).
     fn expire(group: &mut Group, partitions: &HashMap<String, Vec<Vec<Message>>>) {
         let before = group.members.len();
-        group.members.retain(|_, m| m.last_seen.elapsed() <= m.session);
+        group
+            .members
+            .retain(|_, m| m.last_seen.elapsed() <= m.session);
         if group.members.len() != before {
             Self::rebalance(group, partitions);
         }
     }
 
-    pub(crate) fn join(&self, group: &str, member: &str, topics: &[String], session: Duration) -> (i32, Vec<(String, i32)>) {
+    pub(crate) fn join(
+        &self,
+        group: &str,
+        member: &str,
+        topics: &[String],
+        session: Duration,
+    ) -> (i32, Vec<(String, i32)>) {
         let out = self.with(|s| {
             let g = s.groups.entry(group.to_owned()).or_default();
             Self::expire(g, &s.topics);
@@ -188,7 +218,10 @@ impl MemoryBroker {
             if g.members.insert(member.to_owned(), me).is_none() {
                 Self::rebalance(g, &s.topics);
             }
-            (g.generation, g.assignment.get(member).cloned().unwrap_or_default())
+            (
+                g.generation,
+                g.assignment.get(member).cloned().unwrap_or_default(),
+            )
         });
         self.changed.notify_waiters();
         out
@@ -197,7 +230,9 @@ impl MemoryBroker {
     /// Kafka's heartbeat answer: 0, 25 (unknown member) or 27 (rebalance in progress).
     pub(crate) fn heartbeat(&self, group: &str, member: &str, generation: i32) -> i16 {
         self.with(|s| {
-            let Some(g) = s.groups.get_mut(group) else { return 25 };
+            let Some(g) = s.groups.get_mut(group) else {
+                return 25;
+            };
             Self::expire(g, &s.topics);
             match g.members.get_mut(member) {
                 None => 25,
@@ -220,11 +255,19 @@ impl MemoryBroker {
         self.changed.notify_waiters();
     }
 
-    pub(crate) fn commit(&self, group: &str, generation: i32, offsets: &[(String, i32, i64)]) -> Result<(), QueueError> {
+    pub(crate) fn commit(
+        &self,
+        group: &str,
+        generation: i32,
+        offsets: &[(String, i32, i64)],
+    ) -> Result<(), QueueError> {
         self.with(|s| {
             let g = s.groups.entry(group.to_owned()).or_default();
             if g.generation != generation {
-                return Err(QueueError::from_code(22, format!("committing for `{group}`")).unwrap_or(QueueError::Closed));
+                return Err(
+                    QueueError::from_code(22, format!("committing for `{group}`"))
+                        .unwrap_or(QueueError::Closed),
+                );
             }
             for (t, p, o) in offsets {
                 g.committed.insert((t.clone(), *p), *o);

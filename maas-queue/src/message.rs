@@ -69,7 +69,11 @@ impl Record {
     }
 
     pub(crate) fn approx_size(&self) -> usize {
-        let h: usize = self.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+        let h: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 4)
+            .sum();
         self.key.as_ref().map_or(0, Bytes::len) + self.value.as_ref().map_or(0, Bytes::len) + h + 24
     }
 }
@@ -111,6 +115,8 @@ impl Message {
 
     /// The value as UTF-8, if it is.
     pub fn value_str(&self) -> Option<&str> {
-        self.value.as_deref().and_then(|v| std::str::from_utf8(v).ok())
+        self.value
+            .as_deref()
+            .and_then(|v| std::str::from_utf8(v).ok())
     }
 }

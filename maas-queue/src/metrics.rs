@@ -49,20 +49,35 @@ impl QueueMetrics {
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let m = QueueMetrics {
             lag: IntGaugeVec::new(
-                Opts::new("maas_queue_lag", "Records not yet handled and committed: high watermark minus committed offset."),
+                Opts::new(
+                    "maas_queue_lag",
+                    "Records not yet handled and committed: high watermark minus committed offset.",
+                ),
                 &["group", "topic", "partition"],
             )?,
             records: IntCounterVec::new(
-                Opts::new("maas_queue_records_total", "Records by what the consumer did with them."),
+                Opts::new(
+                    "maas_queue_records_total",
+                    "Records by what the consumer did with them.",
+                ),
                 &["group", "topic", "outcome"],
             )?,
-            commits: IntCounterVec::new(Opts::new("maas_queue_commits_total", "Offset commits made."), &["group"])?,
+            commits: IntCounterVec::new(
+                Opts::new("maas_queue_commits_total", "Offset commits made."),
+                &["group"],
+            )?,
             last_commit: IntGaugeVec::new(
-                Opts::new("maas_queue_last_commit_timestamp_seconds", "Unix time of the group member's last commit."),
+                Opts::new(
+                    "maas_queue_last_commit_timestamp_seconds",
+                    "Unix time of the group member's last commit.",
+                ),
                 &["group"],
             )?,
             generations: IntCounterVec::new(
-                Opts::new("maas_queue_generations_total", "Group generations joined (1 + rebalances)."),
+                Opts::new(
+                    "maas_queue_generations_total",
+                    "Group generations joined (1 + rebalances).",
+                ),
                 &["group"],
             )?,
         };
@@ -75,12 +90,16 @@ impl QueueMetrics {
     }
 
     pub(crate) fn record(&self, group: &str, topic: &str, outcome: &str) {
-        self.records.with_label_values(&[group, topic, outcome]).inc();
+        self.records
+            .with_label_values(&[group, topic, outcome])
+            .inc();
     }
 
     pub(crate) fn committed(&self, group: &str) {
         self.commits.with_label_values(&[group]).inc();
-        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
         self.last_commit.with_label_values(&[group]).set(now);
     }
 
@@ -89,10 +108,14 @@ impl QueueMetrics {
     }
 
     pub(crate) fn lag(&self, group: &str, topic: &str, partition: i32, lag: i64) {
-        self.lag.with_label_values(&[group, topic, &partition.to_string()]).set(lag);
+        self.lag
+            .with_label_values(&[group, topic, &partition.to_string()])
+            .set(lag);
     }
 
     pub(crate) fn forget_lag(&self, group: &str, topic: &str, partition: i32) {
-        let _ = self.lag.remove_label_values(&[group, topic, &partition.to_string()]);
+        let _ = self
+            .lag
+            .remove_label_values(&[group, topic, &partition.to_string()]);
     }
 }

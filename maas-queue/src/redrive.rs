@@ -106,10 +106,20 @@ impl Redrive {
         if self.since_ms.is_some_and(|since| failed_at < since) {
             return None;
         }
-        let topic = self.to.clone().or_else(|| m.header_str(headers::ORIGINAL_TOPIC).map(str::to_owned))?;
-        let mut headers: Vec<(String, Bytes)> =
-            m.headers.iter().filter(|(n, _)| !headers::is_tracking(n)).cloned().collect();
-        headers.push((headers::REDRIVEN_FROM.to_owned(), Bytes::from(m.topic.clone())));
+        let topic = self
+            .to
+            .clone()
+            .or_else(|| m.header_str(headers::ORIGINAL_TOPIC).map(str::to_owned))?;
+        let mut headers: Vec<(String, Bytes)> = m
+            .headers
+            .iter()
+            .filter(|(n, _)| !headers::is_tracking(n))
+            .cloned()
+            .collect();
+        headers.push((
+            headers::REDRIVEN_FROM.to_owned(),
+            Bytes::from(m.topic.clone()),
+        ));
         Some(Record {
             topic,
             key: m.key.clone(),
@@ -159,14 +169,20 @@ impl Redrive {
         let mut report = RedriveReport::default();
         let mut sends = Vec::new();
         for partition in 0..partitions {
-            let fetcher = Fetcher::new(client.as_ref(), self.memory.as_ref(), &self.from, partition).await?;
+            let fetcher =
+                Fetcher::new(client.as_ref(), self.memory.as_ref(), &self.from, partition).await?;
             let end = fetcher.start_offset(StartFrom::Latest).await?;
             let mut offset = fetcher.start_offset(StartFrom::Earliest).await?;
             while offset < end {
-                let (messages, _) = fetcher.fetch(offset, 1 << 20, Duration::from_millis(100)).await?;
+                let (messages, _) = fetcher
+                    .fetch(offset, 1 << 20, Duration::from_millis(100))
+                    .await?;
                 let before = offset;
                 let from = offset;
-                for m in messages.into_iter().filter(|m| m.offset >= from && m.offset < end) {
+                for m in messages
+                    .into_iter()
+                    .filter(|m| m.offset >= from && m.offset < end)
+                {
                     offset = m.offset + 1;
                     report.scanned += 1;
                     match self.wanted(&m) {

@@ -11,13 +11,19 @@ pub const TRACEPARENT: &str = "traceparent";
 
 /// A new `traceparent` (version 00, sampled) with random trace and span ids.
 pub fn new_traceparent() -> String {
-    format!("00-{:016x}{:016x}-{:016x}-01", fastrand::u64(1..), fastrand::u64(..), fastrand::u64(1..))
+    format!(
+        "00-{:016x}{:016x}-{:016x}-01",
+        fastrand::u64(1..),
+        fastrand::u64(..),
+        fastrand::u64(1..)
+    )
 }
 
 /// The trace id of a `traceparent`, if it is well formed.
 pub fn trace_id(traceparent: &str) -> Option<&str> {
     let mut parts = traceparent.split('-');
-    let (_version, trace, span, _flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let (_version, trace, span, _flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let hex = |s: &str, n| s.len() == n && s.chars().all(|c| c.is_ascii_hexdigit());
     (hex(trace, 32) && hex(span, 16) && trace.chars().any(|c| c != '0')).then_some(trace)
 }
@@ -39,6 +45,9 @@ mod tests {
         assert_eq!(trace_id(&child), Some(trace.as_str()));
         assert_ne!(child, tp);
         assert_eq!(trace_id("garbage"), None);
-        assert_eq!(trace_id("00-00000000000000000000000000000000-0000000000000001-01"), None);
+        assert_eq!(
+            trace_id("00-00000000000000000000000000000000-0000000000000001-01"),
+            None
+        );
     }
 }

@@ -21,19 +21,41 @@ const WAIT: Duration = Duration::from_secs(30);
 
 type Seen = BTreeMap<String, (i32, String, Vec<(String, Vec<u8>)>)>;
 
-async fn produce(addr: &str, topic: &str, compression: Compression, n: usize) -> BTreeMap<String, (i32, i64)> {
-    let producer = Producer::builder([addr]).compression(compression).build().expect("producer");
-    producer.create_topic(topic, PARTITIONS).await.expect("create topic");
+async fn produce(
+    addr: &str,
+    topic: &str,
+    compression: Compression,
+    n: usize,
+) -> BTreeMap<String, (i32, i64)> {
+    let producer = Producer::builder([addr])
+        .compression(compression)
+        .build()
+        .expect("producer");
+    producer
+        .create_topic(topic, PARTITIONS)
+        .await
+        .expect("create topic");
     // Creating twice is fine.
-    producer.create_topic(topic, PARTITIONS).await.expect("create topic again");
-    assert_eq!(producer.partitions(topic).await.expect("partitions"), PARTITIONS);
+    producer
+        .create_topic(topic, PARTITIONS)
+        .await
+        .expect("create topic again");
+    assert_eq!(
+        producer.partitions(topic).await.expect("partitions"),
+        PARTITIONS
+    );
     let sends = (0..n).map(|i| {
         let record = Record::new(topic, format!("value-{i}"))
             .key(format!("model-{i}"))
             .header("model", "llama")
             .header("n", i.to_string());
         let producer = producer.clone();
-        async move { (format!("model-{i}"), producer.send(record).await.expect("send")) }
+        async move {
+            (
+                format!("model-{i}"),
+                producer.send(record).await.expect("send"),
+            )
+        }
     });
     let delivered: BTreeMap<String, (i32, i64)> = futures::future::join_all(sends)
         .await
@@ -42,7 +64,11 @@ async fn produce(addr: &str, topic: &str, compression: Compression, n: usize) ->
         .collect();
     producer.shutdown().await;
     for (key, (partition, _)) in &delivered {
-        assert_eq!(*partition, partition_for_key(key.as_bytes(), PARTITIONS), "{key} not on its murmur2 partition");
+        assert_eq!(
+            *partition,
+            partition_for_key(key.as_bytes(), PARTITIONS),
+            "{key} not on its murmur2 partition"
+        );
     }
     delivered
 }
@@ -57,7 +83,10 @@ fn check(seen: &Seen, n: usize) {
         assert_eq!(get("model").as_deref(), Some(&b"llama"[..]));
         assert_eq!(get("n"), Some(i.to_string().into_bytes()));
         let tp = String::from_utf8(get("traceparent").expect("traceparent header")).expect("utf-8");
-        assert!(maas_queue::trace::trace_id(&tp).is_some(), "bad traceparent {tp}");
+        assert!(
+            maas_queue::trace::trace_id(&tp).is_some(),
+            "bad traceparent {tp}"
+        );
     }
 }
 
@@ -70,7 +99,8 @@ async fn read_with_rdkafka(addr: &str, topic: &str, n: usize) -> Seen {
         .expect("rdkafka consumer");
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("partition");
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("partition");
     }
     consumer.assign(&tpl).expect("assign");
     let mut seen = Seen::new();
@@ -81,11 +111,18 @@ async fn read_with_rdkafka(addr: &str, topic: &str, n: usize) -> Seen {
             .unwrap_or_else(|e| panic!("rdkafka read of {topic}: {e}"));
         let headers = m
             .headers()
-            .map(|hs| hs.iter().map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec())).collect())
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
             .unwrap_or_default();
         let key = String::from_utf8(m.key().expect("key").to_vec()).expect("utf-8 key");
         let value = String::from_utf8(m.payload().expect("value").to_vec()).expect("utf-8");
-        assert!(seen.insert(key, (m.partition(), value, headers)).is_none(), "read twice");
+        assert!(
+            seen.insert(key, (m.partition(), value, headers)).is_none(),
+            "read twice"
+        );
     }
     seen
 }
@@ -106,10 +143,17 @@ async fn read_with_maas(addr: &str, topic: &str, n: usize) -> Seen {
             .await
             .unwrap_or_else(|_| panic!("maas read only {} of {n}", seen.len()))
             .expect("consumer alive");
-        let headers = m.headers.iter().map(|(k, v)| (k.clone(), v.to_vec())).collect();
+        let headers = m
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_vec()))
+            .collect();
         let key = String::from_utf8(m.key.clone().expect("key").to_vec()).expect("utf-8 key");
         let value = m.value_str().expect("utf-8").to_owned();
-        assert!(seen.insert(key, (m.partition, value, headers)).is_none(), "read twice");
+        assert!(
+            seen.insert(key, (m.partition, value, headers)).is_none(),
+            "read twice"
+        );
     }
     consumer.shutdown().await;
     seen
@@ -117,10 +161,16 @@ async fn read_with_maas(addr: &str, topic: &str, n: usize) -> Seen {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_compression_round_trips_through_rdkafka_and_maas() {
-    let addr = support::require_durable_kafka();
+    let broker = support::OwnBroker::start();
+    let addr = broker.addr.clone();
     // Not Snappy: tansu 0.6 fails fetches of Snappy batches, librdkafka's included (its log:
     // `UnexpectedType("Snappy")`); the encoding is checked by a unit test instead.
-    for compression in [Compression::None, Compression::Gzip, Compression::Lz4, Compression::Zstd] {
+    for compression in [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
         let topic = support::unique_topic(&format!("round-trip-{compression:?}").to_lowercase());
         produce(&addr, &topic, compression, 200).await;
         check(&read_with_rdkafka(&addr, &topic, 200).await, 200);
@@ -130,7 +180,8 @@ async fn every_compression_round_trips_through_rdkafka_and_maas() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keys_land_where_librdkafka_puts_them() {
-    let addr = support::require_durable_kafka();
+    let broker = support::OwnBroker::start();
+    let addr = broker.addr.clone();
     let ours = support::unique_topic("partitioner-ours");
     let theirs = support::unique_topic("partitioner-theirs");
     let delivered = produce(&addr, &ours, Compression::None, 300).await;
@@ -151,6 +202,9 @@ async fn keys_land_where_librdkafka_puts_them() {
             .await
             .expect("rdkafka send")
             .partition;
-        assert_eq!(partition, delivered[key].0, "key {key}: librdkafka chose {partition}");
+        assert_eq!(
+            partition, delivered[key].0,
+            "key {key}: librdkafka chose {partition}"
+        );
     }
 }

@@ -8,13 +8,19 @@ use tower::service_fn;
 
 /// The value of the first sample of `name` carrying all `labels`, from the text exposition.
 fn value(registry: &prometheus::Registry, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let text = prometheus::TextEncoder::new().encode_to_string(&registry.gather()).expect("encode");
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
-        let (series, v) = line.rsplit_once(' ')?;
-        let matches = series.split('{').next() == Some(name)
-            && labels.iter().all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")));
-        matches.then(|| v.parse().ok()).flatten()
-    })
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .expect("encode");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, v) = line.rsplit_once(' ')?;
+            let matches = series.split('{').next() == Some(name)
+                && labels
+                    .iter()
+                    .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")));
+            matches.then(|| v.parse().ok()).flatten()
+        })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,12 +28,21 @@ async fn handled_dead_lettered_commits_and_lag_are_reported() {
     let registry = prometheus::Registry::new();
     let metrics = QueueMetrics::register(&registry).expect("register");
     let broker = MemoryBroker::new();
-    let producer = Producer::builder(["kafka:9092"]).memory(&broker).build().expect("producer");
+    let producer = Producer::builder(["kafka:9092"])
+        .memory(&broker)
+        .build()
+        .expect("producer");
     producer.create_topic("jobs", 2).await.expect("topic");
     for i in 0..10 {
-        producer.send(Record::new("jobs", format!("ok {i}")).key(format!("k{i}"))).await.expect("send");
+        producer
+            .send(Record::new("jobs", format!("ok {i}")).key(format!("k{i}")))
+            .await
+            .expect("send");
     }
-    producer.send(Record::new("jobs", "bad").key("k0")).await.expect("send");
+    producer
+        .send(Record::new("jobs", "bad").key("k0"))
+        .await
+        .expect("send");
 
     let consumer = GroupConsumer::builder(["kafka:9092"], "g")
         .topics(["jobs"])
@@ -38,24 +53,55 @@ async fn handled_dead_lettered_commits_and_lag_are_reported() {
         .expect("consumer")
         .metrics(&metrics)
         .start(service_fn(|m: Message| async move {
-            if m.value_str() == Some("bad") { Err(Poison::new("bad")) } else { Ok(()) }
+            if m.value_str() == Some("bad") {
+                Err(Poison::new("bad"))
+            } else {
+                Ok(())
+            }
         }));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let handled = value(&registry, "maas_queue_records_total", &[("outcome", "handled")]).unwrap_or(0.0);
-        let dead = value(&registry, "maas_queue_records_total", &[("outcome", "dead_lettered")]).unwrap_or(0.0);
+        let handled = value(
+            &registry,
+            "maas_queue_records_total",
+            &[("outcome", "handled")],
+        )
+        .unwrap_or(0.0);
+        let dead = value(
+            &registry,
+            "maas_queue_records_total",
+            &[("outcome", "dead_lettered")],
+        )
+        .unwrap_or(0.0);
         let lag0 = value(&registry, "maas_queue_lag", &[("partition", "0")]);
         let lag1 = value(&registry, "maas_queue_lag", &[("partition", "1")]);
         if handled == 10.0 && dead == 1.0 && lag0 == Some(0.0) && lag1 == Some(0.0) {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "handled {handled}, dead {dead}, lag {lag0:?} {lag1:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "handled {handled}, dead {dead}, lag {lag0:?} {lag1:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(value(&registry, "maas_queue_commits_total", &[("group", "g")]).unwrap_or(0.0) >= 1.0);
-    assert!(value(&registry, "maas_queue_last_commit_timestamp_seconds", &[("group", "g")]).unwrap_or(0.0) > 1.7e9);
-    assert_eq!(value(&registry, "maas_queue_generations_total", &[("group", "g")]), Some(1.0));
+    assert!(
+        value(
+            &registry,
+            "maas_queue_last_commit_timestamp_seconds",
+            &[("group", "g")]
+        )
+        .unwrap_or(0.0)
+            > 1.7e9
+    );
+    assert_eq!(
+        value(&registry, "maas_queue_generations_total", &[("group", "g")]),
+        Some(1.0)
+    );
     consumer.shutdown().await;
     // Revoked partitions leave no stale lag behind.
-    assert_eq!(value(&registry, "maas_queue_lag", &[("partition", "0")]), None);
+    assert_eq!(
+        value(&registry, "maas_queue_lag", &[("partition", "0")]),
+        None
+    );
 }

@@ -24,13 +24,17 @@ fn parse(args: &[String]) -> Result<Redrive, String> {
         Some("-h" | "--help") | None => return Err(String::new()),
         Some(other) => return Err(format!("unknown command `{other}`")),
     }
-    let mut brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
+    let mut brokers =
+        std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
     let (mut from, mut to, mut key, mut since) = (None, None, None, None);
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
             return Err(String::new());
         }
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?.clone();
+        let value = it
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value"))?
+            .clone();
         match flag.as_str() {
             "--brokers" => brokers = value,
             "--from" => from = Some(value),
@@ -70,7 +74,10 @@ async fn main() -> ExitCode {
     };
     match redrive.run().await {
         Ok(r) => {
-            println!("scanned {} redriven {} skipped {}", r.scanned, r.redriven, r.skipped);
+            println!(
+                "scanned {} redriven {} skipped {}",
+                r.scanned, r.redriven, r.skipped
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -38,11 +38,16 @@ impl Assignor {
         members: &BTreeMap<String, BTreeSet<String>>,
         topics: &BTreeMap<String, i32>,
     ) -> BTreeMap<String, Vec<(String, i32)>> {
-        let mut out: BTreeMap<String, Vec<(String, i32)>> = members.keys().map(|m| (m.clone(), Vec::new())).collect();
+        let mut out: BTreeMap<String, Vec<(String, i32)>> =
+            members.keys().map(|m| (m.clone(), Vec::new())).collect();
         match self {
             Assignor::Range => {
                 for (topic, &count) in topics {
-                    let subs: Vec<&String> = members.iter().filter(|(_, t)| t.contains(topic)).map(|(m, _)| m).collect();
+                    let subs: Vec<&String> = members
+                        .iter()
+                        .filter(|(_, t)| t.contains(topic))
+                        .map(|(m, _)| m)
+                        .collect();
                     if subs.is_empty() {
                         continue;
                     }
@@ -58,7 +63,10 @@ impl Assignor {
                 }
             }
             Assignor::RoundRobin => {
-                let all: Vec<(String, i32)> = topics.iter().flat_map(|(t, &n)| (0..n).map(move |p| (t.clone(), p))).collect();
+                let all: Vec<(String, i32)> = topics
+                    .iter()
+                    .flat_map(|(t, &n)| (0..n).map(move |p| (t.clone(), p)))
+                    .collect();
                 let ids: Vec<&String> = members.keys().collect();
                 let mut turn = 0;
                 for (topic, p) in all {
@@ -84,7 +92,12 @@ mod tests {
 
     fn members(n: usize, topics: &[&str]) -> BTreeMap<String, BTreeSet<String>> {
         (0..n)
-            .map(|i| (format!("m{i}"), topics.iter().map(|t| t.to_string()).collect()))
+            .map(|i| {
+                (
+                    format!("m{i}"),
+                    topics.iter().map(|t| t.to_string()).collect(),
+                )
+            })
             .collect()
     }
 
@@ -94,7 +107,10 @@ mod tests {
         let a = Assignor::Range.assign(&members(3, &["t"]), &topics);
         let counts: Vec<usize> = a.values().map(Vec::len).collect();
         assert_eq!(counts, [3, 2, 2]);
-        assert_eq!(a["m0"], vec![("t".into(), 0), ("t".into(), 1), ("t".into(), 2)]);
+        assert_eq!(
+            a["m0"],
+            vec![("t".into(), 0), ("t".into(), 1), ("t".into(), 2)]
+        );
     }
 
     #[test]

@@ -54,18 +54,30 @@ impl Coordinator {
     async fn heartbeat(&mut self, generation: i32) -> Result<i16, QueueError> {
         match self {
             Coordinator::Kafka(g) => g.heartbeat(generation).await,
-            Coordinator::Memory { broker, group, member, .. } => Ok(broker.heartbeat(group, member, generation)),
+            Coordinator::Memory {
+                broker,
+                group,
+                member,
+                ..
+            } => Ok(broker.heartbeat(group, member, generation)),
         }
     }
 
-    async fn commit(&mut self, generation: i32, offsets: &[(String, i32, i64)]) -> Result<(), QueueError> {
+    async fn commit(
+        &mut self,
+        generation: i32,
+        offsets: &[(String, i32, i64)],
+    ) -> Result<(), QueueError> {
         match self {
             Coordinator::Kafka(g) => g.commit(generation, offsets).await,
             Coordinator::Memory { broker, group, .. } => broker.commit(group, generation, offsets),
         }
     }
 
-    async fn committed(&mut self, partitions: &[(String, i32)]) -> Result<BTreeMap<(String, i32), i64>, QueueError> {
+    async fn committed(
+        &mut self,
+        partitions: &[(String, i32)],
+    ) -> Result<BTreeMap<(String, i32), i64>, QueueError> {
         match self {
             Coordinator::Kafka(g) => g.committed(partitions).await,
             Coordinator::Memory { broker, group, .. } => Ok(partitions
@@ -78,7 +90,12 @@ impl Coordinator {
     async fn leave(&mut self) -> Result<(), QueueError> {
         match self {
             Coordinator::Kafka(g) => g.leave().await,
-            Coordinator::Memory { broker, group, member, .. } => {
+            Coordinator::Memory {
+                broker,
+                group,
+                member,
+                ..
+            } => {
                 broker.leave(group, member);
                 Ok(())
             }
@@ -90,9 +107,12 @@ impl Coordinator {
         if let Coordinator::Kafka(g) = self {
             match e.code() {
                 Some(codes::UNKNOWN_MEMBER_ID) => g.reset_member(),
-                Some(codes::NOT_COORDINATOR | codes::COORDINATOR_NOT_AVAILABLE | codes::COORDINATOR_LOADING) | None => {
-                    g.forget_coordinator()
-                }
+                Some(
+                    codes::NOT_COORDINATOR
+                    | codes::COORDINATOR_NOT_AVAILABLE
+                    | codes::COORDINATOR_LOADING,
+                )
+                | None => g.forget_coordinator(),
                 _ => {}
             }
         }
@@ -157,7 +177,10 @@ async fn create_failure_topics(shared: &Shared, stopped: &mut watch::Receiver<bo
     true
 }
 
-async fn rskafka_client(shared: &Shared, stopped: &mut watch::Receiver<bool>) -> Option<Arc<Client>> {
+async fn rskafka_client(
+    shared: &Shared,
+    stopped: &mut watch::Receiver<bool>,
+) -> Option<Arc<Client>> {
     let mut backoff = Duration::from_millis(200);
     loop {
         let built = ClientBuilder::new(shared.config.brokers.clone())
@@ -171,7 +194,9 @@ async fn rskafka_client(shared: &Shared, stopped: &mut watch::Receiver<bool>) ->
             .build();
         match tokio::time::timeout(shared.config.request_timeout, built).await {
             Ok(Ok(c)) => return Some(Arc::new(c)),
-            Ok(Err(e)) => tracing::warn!(target: "maas_queue", error = %e, "cannot reach the brokers; retrying"),
+            Ok(Err(e)) => {
+                tracing::warn!(target: "maas_queue", error = %e, "cannot reach the brokers; retrying")
+            }
             Err(_) => tracing::warn!(target: "maas_queue", "no answer from the brokers; retrying"),
         }
         if pause(backoff, stopped).await {
@@ -238,7 +263,11 @@ fn pending_commits(shared: &Shared) -> Vec<(String, i32, i64)> {
 }
 
 /// Commits what was handled; on success records it.
-async fn commit(shared: &Shared, group: &mut Coordinator, generation: i32) -> Result<(), QueueError> {
+async fn commit(
+    shared: &Shared,
+    group: &mut Coordinator,
+    generation: i32,
+) -> Result<(), QueueError> {
     let offsets = pending_commits(shared);
     if offsets.is_empty() {
         return Ok(());
@@ -287,7 +316,15 @@ async fn generation(
     let mut workers = JoinSet::new();
     for (topic, partition) in &joined.partitions {
         let from = committed.get(&(topic.clone(), *partition)).copied();
-        start_worker(shared, client, &mut workers, topic.clone(), *partition, from, workers_stop.clone());
+        start_worker(
+            shared,
+            client,
+            &mut workers,
+            topic.clone(),
+            *partition,
+            from,
+            workers_stop.clone(),
+        );
     }
     tracing::info!(
         target: "maas_queue",
@@ -312,6 +349,7 @@ async fn generation(
                     let e = QueueError::from_code(code, "heartbeat").unwrap_or(QueueError::Closed);
                     group.recover_from(&e);
                     if let Some(end) = classify(Some(code)) {
+                        tracing::debug!(target: "maas_queue", error = %e, "heartbeat: the generation is over");
                         break end;
                     }
                     tracing::warn!(target: "maas_queue", error = %e, "heartbeat refused");
@@ -335,10 +373,14 @@ async fn generation(
         }
     };
 
+    tracing::debug!(target: "maas_queue", generation = joined.generation, ?end, "the generation ends");
     // Stop fetching; let in-flight records finish, up to the rebalance timeout.
     let _ = stop_workers.send(true);
     let finish = async { while workers.join_next().await.is_some() {} };
-    if tokio::time::timeout(c.rebalance_timeout, finish).await.is_err() {
+    if tokio::time::timeout(c.rebalance_timeout, finish)
+        .await
+        .is_err()
+    {
         tracing::warn!(target: "maas_queue", "abandoning records still being handled after the rebalance timeout");
         workers.abort_all();
         while workers.join_next().await.is_some() {}
@@ -384,9 +426,15 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>)
             None,
         ),
         None => {
-            let Some(client) = rskafka_client(&shared, &mut stopped).await else { return };
+            let Some(client) = rskafka_client(&shared, &mut stopped).await else {
+                return;
+            };
             // A join may wait for the whole group, up to the rebalance timeout.
-            let cluster = Cluster::new(c.brokers.clone(), &c.client_id, c.request_timeout + c.rebalance_timeout);
+            let cluster = Cluster::new(
+                c.brokers.clone(),
+                &c.client_id,
+                c.request_timeout + c.rebalance_timeout,
+            );
             let group = KafkaGroup::new(
                 Arc::new(cluster),
                 c.group.clone(),

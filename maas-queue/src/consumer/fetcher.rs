@@ -46,7 +46,10 @@ fn message(topic: &str, partition: i32, r: rskafka::record::RecordAndOffset) -> 
         offset: r.offset,
         key: r.record.key.map(Bytes::from),
         value: r.record.value.map(Bytes::from),
-        headers: headers.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect(),
+        headers: headers
+            .into_iter()
+            .map(|(k, v)| (k, Bytes::from(v)))
+            .collect(),
         timestamp_ms: r.record.timestamp.timestamp_millis(),
     }
 }
@@ -74,7 +77,12 @@ impl Fetcher {
     }
 
     /// Records from `offset` on, and the partition's high watermark.
-    pub(crate) async fn fetch(&self, offset: i64, max_bytes: i32, wait: Duration) -> Result<(Vec<Message>, i64), QueueError> {
+    pub(crate) async fn fetch(
+        &self,
+        offset: i64,
+        max_bytes: i32,
+        wait: Duration,
+    ) -> Result<(Vec<Message>, i64), QueueError> {
         match self {
             Fetcher::Kafka(pc) => {
                 let (records, hw) = pc
@@ -82,11 +90,19 @@ impl Fetcher {
                     .await
                     .map_err(rskafka_error)?;
                 let (topic, partition) = (pc.topic().to_owned(), pc.partition());
-                Ok((records.into_iter().map(|r| message(&topic, partition, r)).collect(), hw))
+                Ok((
+                    records
+                        .into_iter()
+                        .map(|r| message(&topic, partition, r))
+                        .collect(),
+                    hw,
+                ))
             }
-            Fetcher::Memory { broker, topic, partition } => {
-                broker.fetch(topic, *partition, offset, 10_000, wait).await
-            }
+            Fetcher::Memory {
+                broker,
+                topic,
+                partition,
+            } => broker.fetch(topic, *partition, offset, 10_000, wait).await,
         }
     }
 
@@ -100,9 +116,18 @@ impl Fetcher {
                 })
                 .await
                 .map_err(rskafka_error),
-            Fetcher::Memory { broker, topic, partition } => Ok(match from {
+            Fetcher::Memory {
+                broker,
+                topic,
+                partition,
+            } => Ok(match from {
                 StartFrom::Earliest => 0,
-                StartFrom::Latest => broker.fetch(topic, *partition, i64::MAX, 0, Duration::ZERO).await?.1,
+                StartFrom::Latest => {
+                    broker
+                        .fetch(topic, *partition, i64::MAX, 0, Duration::ZERO)
+                        .await?
+                        .1
+                }
             }),
         }
     }

@@ -9,12 +9,14 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedPartitions;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
-use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ConsumerProtocolAssignment, ConsumerProtocolSubscription, GroupId, HeartbeatRequest, JoinGroupRequest,
-    LeaveGroupRequest, OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest,
+    ConsumerProtocolAssignment, ConsumerProtocolSubscription, GroupId, HeartbeatRequest,
+    JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -40,7 +42,9 @@ fn s(v: &str) -> StrBytes {
 fn encode_versioned<T: Encodable>(value: &T, version: i16) -> Result<Bytes, QueueError> {
     let mut buf = BytesMut::new();
     buf.put_i16(version);
-    value.encode(&mut buf, version).map_err(|e| QueueError::Protocol(e.to_string()))?;
+    value
+        .encode(&mut buf, version)
+        .map_err(|e| QueueError::Protocol(e.to_string()))?;
     Ok(buf.freeze())
 }
 
@@ -70,6 +74,8 @@ pub(crate) struct KafkaGroup {
     pub(crate) rebalance_timeout: Duration,
     pub(crate) member_id: String,
     coordinator: Option<Arc<Connection>>,
+    /// As a follower: the leader whose assignment this member has been waiting for, since.
+    waiting_for: Option<(String, std::time::Instant)>,
 }
 
 impl KafkaGroup {
@@ -90,6 +96,7 @@ impl KafkaGroup {
             rebalance_timeout,
             member_id: String::new(),
             coordinator: None,
+            waiting_for: None,
         }
     }
 
@@ -137,11 +144,17 @@ impl KafkaGroup {
                 self.member_id = resp.member_id.as_str().to_owned();
                 continue;
             }
-            if let Some(e) = QueueError::from_code(resp.error_code, format!("joining group `{}`", self.group)) {
+            if let Some(e) =
+                QueueError::from_code(resp.error_code, format!("joining group `{}`", self.group))
+            {
                 return Err(e);
             }
             self.member_id = resp.member_id.as_str().to_owned();
-            let protocol_name = resp.protocol_name.as_ref().map(|p| p.as_str().to_owned()).unwrap_or_default();
+            let protocol_name = resp
+                .protocol_name
+                .as_ref()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default();
             let assignments = if resp.leader.as_str() == self.member_id {
                 self.assign(&protocol_name, &resp.members).await?
             } else {
@@ -156,17 +169,45 @@ impl KafkaGroup {
             sync.assignments = assignments;
             let synced = conn.send(&sync, versions::SYNC_GROUP).await?;
             if synced.error_code == codes::REBALANCE_IN_PROGRESS {
+                let leader = resp.leader.as_str();
+                if !leader.is_empty() && leader != self.member_id {
+                    match &self.waiting_for {
+                        Some((l, since)) if l == leader => {
+                            if since.elapsed() > self.session_timeout {
+                                // tansu 0.6 can keep a leader that already left the group, and
+                                // followers then wait for its assignment forever; joining under
+                                // its id makes this member the leader. (A Kafka leader that
+                                // stays silent a whole session is expelled, so the id is then
+                                // unknown and the coordinator gives us a new one.)
+                                tracing::info!(target: "maas_queue", group = %self.group, leader, "the leader has not assigned partitions for a whole session timeout; taking its place");
+                                self.leave().await?; // this member's own id goes away
+                                self.member_id = leader.to_owned();
+                                self.waiting_for = None;
+                            }
+                        }
+                        _ => {
+                            self.waiting_for = Some((leader.to_owned(), std::time::Instant::now()))
+                        }
+                    }
+                }
                 continue;
             }
-            if let Some(e) = QueueError::from_code(synced.error_code, format!("syncing group `{}`", self.group)) {
+            if let Some(e) =
+                QueueError::from_code(synced.error_code, format!("syncing group `{}`", self.group))
+            {
                 return Err(e);
             }
             let assignment: ConsumerProtocolAssignment = decode_versioned(synced.assignment)?;
-            let partitions = assignment
+            let partitions: Vec<(String, i32)> = assignment
                 .assigned_partitions
                 .iter()
-                .flat_map(|tp| tp.partitions.iter().map(move |p| (tp.topic.0.as_str().to_owned(), *p)))
+                .flat_map(|tp| {
+                    tp.partitions
+                        .iter()
+                        .map(move |p| (tp.topic.0.as_str().to_owned(), *p))
+                })
                 .collect();
+            self.waiting_for = None;
             return Ok(Joined {
                 generation: resp.generation_id,
                 member_id: self.member_id.clone(),
@@ -185,10 +226,17 @@ impl KafkaGroup {
         let mut subscriptions = BTreeMap::new();
         for m in members {
             let sub: ConsumerProtocolSubscription = decode_versioned(m.metadata.clone())?;
-            let topics: BTreeSet<String> = sub.topics.iter().map(|t| t.as_str().to_owned()).collect();
+            let topics: BTreeSet<String> =
+                sub.topics.iter().map(|t| t.as_str().to_owned()).collect();
             subscriptions.insert(m.member_id.as_str().to_owned(), topics);
         }
-        let all: Vec<String> = subscriptions.values().flatten().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+        let all: Vec<String> = subscriptions
+            .values()
+            .flatten()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         self.cluster.refresh(&all).await?;
         let mut counts = BTreeMap::new();
         for t in &all {
@@ -233,7 +281,11 @@ impl KafkaGroup {
     }
 
     /// Commits `offsets` (topic, partition, next offset to read) for `generation`.
-    pub(crate) async fn commit(&mut self, generation: i32, offsets: &[(String, i32, i64)]) -> Result<(), QueueError> {
+    pub(crate) async fn commit(
+        &mut self,
+        generation: i32,
+        offsets: &[(String, i32, i64)],
+    ) -> Result<(), QueueError> {
         if offsets.is_empty() {
             return Ok(());
         }
@@ -262,7 +314,10 @@ impl KafkaGroup {
         let resp = conn.send(&req, versions::OFFSET_COMMIT).await?;
         for t in &resp.topics {
             for p in &t.partitions {
-                if let Some(e) = QueueError::from_code(p.error_code, format!("committing {}/{}", t.name.0.as_str(), p.partition_index)) {
+                if let Some(e) = QueueError::from_code(
+                    p.error_code,
+                    format!("committing {}/{}", t.name.0.as_str(), p.partition_index),
+                ) {
                     return Err(e);
                 }
             }
@@ -271,7 +326,10 @@ impl KafkaGroup {
     }
 
     /// The committed offsets of `partitions` (absent: nothing committed).
-    pub(crate) async fn committed(&mut self, partitions: &[(String, i32)]) -> Result<BTreeMap<(String, i32), i64>, QueueError> {
+    pub(crate) async fn committed(
+        &mut self,
+        partitions: &[(String, i32)],
+    ) -> Result<BTreeMap<(String, i32), i64>, QueueError> {
         let conn = self.coordinator().await?;
         let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
         for (t, p) in partitions {
@@ -291,14 +349,20 @@ impl KafkaGroup {
                 .collect(),
         );
         let resp = conn.send(&req, versions::OFFSET_FETCH).await?;
-        if let Some(e) = QueueError::from_code(resp.error_code, format!("fetching offsets of `{}`", self.group)) {
+        if let Some(e) = QueueError::from_code(
+            resp.error_code,
+            format!("fetching offsets of `{}`", self.group),
+        ) {
             return Err(e);
         }
         let mut out = BTreeMap::new();
         for t in &resp.topics {
             for p in &t.partitions {
                 if p.committed_offset >= 0 {
-                    out.insert((t.name.0.as_str().to_owned(), p.partition_index), p.committed_offset);
+                    out.insert(
+                        (t.name.0.as_str().to_owned(), p.partition_index),
+                        p.committed_offset,
+                    );
                 }
             }
         }

@@ -379,7 +379,8 @@ impl Shared {
                 if revoked {
                     m.forget_lag(&self.config.group, topic, *partition);
                 } else {
-                    let lag = st.high_watermark.load(Ordering::Relaxed) - st.committed.load(Ordering::Relaxed);
+                    let lag = st.high_watermark.load(Ordering::Relaxed)
+                        - st.committed.load(Ordering::Relaxed);
                     m.lag(&self.config.group, topic, *partition, lag.max(0));
                 }
             }
@@ -418,11 +419,14 @@ impl GroupConsumer {
         handler: Handler,
         #[cfg(feature = "prometheus")] metrics: Option<crate::metrics::QueueMetrics>,
     ) -> ConsumerHandle {
-        let mut producer = Producer::builder(self.config.brokers.clone()).client_id(self.config.client_id.clone());
+        let mut producer =
+            Producer::builder(self.config.brokers.clone()).client_id(self.config.client_id.clone());
         if let Some(m) = &self.memory {
             producer = producer.memory(m);
         }
-        let dead_letters = producer.build().expect("the consumer's settings were validated");
+        let dead_letters = producer
+            .build()
+            .expect("the consumer's settings were validated");
         let shared = Arc::new(Shared {
             partitions_at_once: Semaphore::new(self.config.partition_parallelism),
             config: self.config,
@@ -464,8 +468,10 @@ impl MeteredConsumer {
         S::Future: Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        self.consumer
-            .start_inner(BoxCloneService::new(handler.map_err(Into::into)), Some(self.metrics))
+        self.consumer.start_inner(
+            BoxCloneService::new(handler.map_err(Into::into)),
+            Some(self.metrics),
+        )
     }
 }
 
@@ -502,7 +508,10 @@ impl ConsumerHandle {
 
     /// The partitions this member holds now.
     pub fn assignment(&self) -> Vec<(String, i32)> {
-        Shared::lock(&self.shared.assignment).keys().cloned().collect()
+        Shared::lock(&self.shared.assignment)
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// The member id the coordinator gave this member (empty before the first join).
@@ -541,7 +550,9 @@ pub(crate) fn lag(shared: &Shared) -> Vec<PartitionLag> {
         .iter()
         .map(|((topic, partition), st)| {
             let handled = st.handled.load(Ordering::Relaxed);
-            let (then, before) = rates.insert((topic.clone(), *partition), (now, handled)).unwrap_or((now, handled));
+            let (then, before) = rates
+                .insert((topic.clone(), *partition), (now, handled))
+                .unwrap_or((now, handled));
             let secs = now.duration_since(then).as_secs_f64();
             let hw = st.high_watermark.load(Ordering::Relaxed);
             let committed = st.committed.load(Ordering::Relaxed);
@@ -551,7 +562,11 @@ pub(crate) fn lag(shared: &Shared) -> Vec<PartitionLag> {
                 high_watermark: hw,
                 committed,
                 lag: (hw - committed).max(0),
-                records_per_second: if secs > 0.0 { (handled - before) as f64 / secs } else { 0.0 },
+                records_per_second: if secs > 0.0 {
+                    (handled - before) as f64 / secs
+                } else {
+                    0.0
+                },
             }
         })
         .collect()

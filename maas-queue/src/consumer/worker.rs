@@ -44,7 +44,9 @@ pub(crate) async fn run(
                         tracing::warn!(target: "maas_queue", from = position, to = p, "offset out of range; resetting");
                         position = p;
                     }
-                    Err(e) => tracing::warn!(target: "maas_queue", error = %e, "could not find a start offset"),
+                    Err(e) => {
+                        tracing::warn!(target: "maas_queue", error = %e, "could not find a start offset")
+                    }
                 }
                 continue;
             }
@@ -58,9 +60,16 @@ pub(crate) async fn run(
             }
         };
         state.high_watermark.store(hw, Ordering::Relaxed);
-        let messages: Vec<Message> = messages.into_iter().filter(|m| m.offset >= position).collect();
-        let Some(last) = messages.last().map(|m| m.offset) else { continue };
-        let Ok(_slot) = shared.partitions_at_once.acquire().await else { return };
+        let messages: Vec<Message> = messages
+            .into_iter()
+            .filter(|m| m.offset >= position)
+            .collect();
+        let Some(last) = messages.last().map(|m| m.offset) else {
+            continue;
+        };
+        let Ok(_slot) = shared.partitions_at_once.acquire().await else {
+            return;
+        };
         if c.key_parallelism <= 1 {
             for m in messages {
                 if *stop.borrow() {
@@ -127,7 +136,12 @@ pub(crate) async fn handle(shared: &Shared, m: Message) {
     let mut attempt = 0u32;
     let error = loop {
         attempt += 1;
-        match shared.handler().oneshot(m.clone()).instrument(span.clone()).await {
+        match shared
+            .handler()
+            .oneshot(m.clone())
+            .instrument(span.clone())
+            .await
+        {
             Ok(()) => {
                 shared.handled.fetch_add(1, Ordering::Relaxed);
                 shared.observe(&m.topic, "handled");
@@ -158,12 +172,24 @@ pub(crate) async fn handle(shared: &Shared, m: Message) {
         shared.retried.fetch_add(1, Ordering::Relaxed);
         shared.observe(&m.topic, "retried");
         tracing::info!(target: "maas_queue", parent: &span, %error, level = next_level, "moving the record to a retry topic");
-        Some(history.forward(&m, policy.retry_topic(&history.original_topic, next_level), &error, group, Some(due)))
+        Some(history.forward(
+            &m,
+            policy.retry_topic(&history.original_topic, next_level),
+            &error,
+            group,
+            Some(due),
+        ))
     } else if policy.dlq {
         shared.dead_lettered.fetch_add(1, Ordering::Relaxed);
         shared.observe(&m.topic, "dead_lettered");
         tracing::warn!(target: "maas_queue", parent: &span, %error, poison, "sending the record to the dead-letter queue");
-        Some(history.forward(&m, policy.dlq_topic(&history.original_topic), &error, group, None))
+        Some(history.forward(
+            &m,
+            policy.dlq_topic(&history.original_topic),
+            &error,
+            group,
+            None,
+        ))
     } else {
         tracing::error!(target: "maas_queue", parent: &span, %error, "record failed and there is no dead-letter queue: skipped");
         None

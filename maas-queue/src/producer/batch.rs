@@ -41,7 +41,8 @@ impl Compression {
 }
 
 pub(crate) fn millis(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Encodes `records` as one batch.
@@ -76,7 +77,8 @@ pub(crate) fn encode(records: &[&Record], compression: Compression) -> Result<By
             }
         })
         .collect();
-    let mut buf = BytesMut::with_capacity(records.iter().map(|r| r.approx_size()).sum::<usize>() + 64);
+    let mut buf =
+        BytesMut::with_capacity(records.iter().map(|r| r.approx_size()).sum::<usize>() + 64);
     RecordBatchEncoder::encode(
         &mut buf,
         &wire,
@@ -100,10 +102,20 @@ mod tests {
     #[test]
     fn batches_decode_with_every_compression() {
         let records: Vec<Record> = (0..50)
-            .map(|i| Record::new("t", format!("value value value {i}")).key(format!("k{i}")).header("n", i.to_string()))
+            .map(|i| {
+                Record::new("t", format!("value value value {i}"))
+                    .key(format!("k{i}"))
+                    .header("n", i.to_string())
+            })
             .collect();
         let refs: Vec<&Record> = records.iter().collect();
-        for c in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+        for c in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
             let mut bytes = encode(&refs, c).expect("encode");
             let set = RecordBatchDecoder::decode(&mut bytes).expect("decode");
             assert_eq!(set.compression, c.wire(), "{c:?}");
@@ -112,8 +124,15 @@ mod tests {
             for (i, r) in set.records.iter().enumerate() {
                 assert_eq!(r.offset, i as i64);
                 assert_eq!(r.key.as_deref(), Some(format!("k{i}").as_bytes()));
-                assert_eq!(r.value.as_deref(), Some(format!("value value value {i}").as_bytes()));
-                let n = r.headers.get(&StrBytes::from_static_str("n")).cloned().flatten();
+                assert_eq!(
+                    r.value.as_deref(),
+                    Some(format!("value value value {i}").as_bytes())
+                );
+                let n = r
+                    .headers
+                    .get(&StrBytes::from_static_str("n"))
+                    .cloned()
+                    .flatten();
                 assert_eq!(n.as_deref(), Some(i.to_string().as_bytes()));
             }
         }

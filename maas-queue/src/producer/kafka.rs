@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::{Delivery, ProducerConfig, batch};
 use crate::partitioner::{Sticky, partition_for_key};
-use crate::wire::{Cluster, name, versions};
+use crate::wire::{Cluster, TopicLayout, name, versions};
 use crate::{QueueError, Record};
 
 type Reply = oneshot::Sender<Result<Delivery, QueueError>>;
@@ -49,7 +49,11 @@ struct Shared {
 
 impl KafkaProducer {
     pub(crate) fn new(config: ProducerConfig) -> Self {
-        let cluster = Cluster::new(config.brokers.clone(), &config.client_id, config.request_timeout);
+        let cluster = Cluster::new(
+            config.brokers.clone(),
+            &config.client_id,
+            config.request_timeout,
+        );
         KafkaProducer {
             shared: Arc::new(Shared {
                 room: Arc::new(Semaphore::new(config.max_buffered)),
@@ -68,7 +72,11 @@ impl KafkaProducer {
         Ok(self.shared.cluster.layout(topic).await?.leaders.len() as i32)
     }
 
-    pub(crate) async fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), QueueError> {
+    pub(crate) async fn create_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+    ) -> Result<(), QueueError> {
         let mut req = kafka_protocol::messages::CreateTopicsRequest::default();
         let mut t = kafka_protocol::messages::create_topics_request::CreatableTopic::default();
         t.name = name(topic);
@@ -80,7 +88,8 @@ impl KafkaProducer {
         for t in &resp.topics {
             // 36: TopicAlreadyExists — creating is idempotent.
             if t.error_code != 36
-                && let Some(e) = QueueError::from_code(t.error_code, format!("creating topic `{topic}`"))
+                && let Some(e) =
+                    QueueError::from_code(t.error_code, format!("creating topic `{topic}`"))
             {
                 return Err(e);
             }
@@ -108,14 +117,16 @@ impl KafkaProducer {
         if s.closed.load(Ordering::Acquire) {
             return Err(QueueError::Closed);
         }
-        let permit = s.room.clone().acquire_owned().await.map_err(|_| QueueError::Closed)?;
+        let permit = s
+            .room
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| QueueError::Closed)?;
         let partition = match record.partition {
             Some(p) => p,
             None => {
-                let count = match s.cluster.layout(&record.topic).await {
-                    Ok(l) => l.leaders.len() as i32,
-                    Err(e) => return Err(e),
-                };
+                let count = layout_within_timeout(s, &record.topic).await?.leaders.len() as i32;
                 match &record.key {
                     Some(k) => partition_for_key(k, count),
                     None => s.sticky.pick(count),
@@ -144,6 +155,26 @@ impl KafkaProducer {
     }
 }
 
+/// The topic's layout, retrying retriable failures (a broker restarting, a metadata request
+/// stuck behind large produce requests) until the delivery timeout.
+async fn layout_within_timeout(s: &Shared, topic: &str) -> Result<TopicLayout, QueueError> {
+    let deadline = Instant::now() + s.config.delivery_timeout;
+    let mut pause = s.config.retry_backoff;
+    loop {
+        let err = match s.cluster.layout(topic).await {
+            Ok(l) => return Ok(l),
+            Err(e) => e,
+        };
+        if !err.is_retriable() || Instant::now() + pause >= deadline {
+            return Err(err);
+        }
+        tracing::debug!(target: "maas_queue", %topic, error = %err, "metadata lookup failed; retrying");
+        s.cluster.invalidate(topic).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
 /// Sends the queue of one partition, a batch at a time, until it is empty.
 async fn drain(s: Arc<Shared>, topic: String, partition: i32) {
     let key = (topic.clone(), partition);
@@ -151,7 +182,9 @@ async fn drain(s: Arc<Shared>, topic: String, partition: i32) {
         if !s.config.linger.is_zero() {
             let first = {
                 let queues = s.queues.lock().unwrap_or_else(|e| e.into_inner());
-                queues.get(&key).and_then(|q| q.records.first().map(|r| (r.enqueued, q.bytes)))
+                queues
+                    .get(&key)
+                    .and_then(|q| q.records.first().map(|r| (r.enqueued, q.bytes)))
             };
             if let Some((at, bytes)) = first
                 && bytes < s.config.max_batch_bytes
@@ -161,7 +194,9 @@ async fn drain(s: Arc<Shared>, topic: String, partition: i32) {
         }
         let batch: Vec<Queued> = {
             let mut queues = s.queues.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(q) = queues.get_mut(&key) else { return };
+            let Some(q) = queues.get_mut(&key) else {
+                return;
+            };
             if q.records.is_empty() {
                 q.draining = false;
                 return;
@@ -181,6 +216,7 @@ async fn drain(s: Arc<Shared>, topic: String, partition: i32) {
         };
         s.sticky.advance();
         let n = batch.len();
+        tracing::trace!(target: "maas_queue", %topic, partition, records = n, "producing a batch");
         let result = send_batch(&s, &topic, partition, &batch).await;
         for (i, q) in batch.into_iter().enumerate() {
             let _ = q.reply.send(result.clone().map(|base| Delivery {
@@ -196,10 +232,20 @@ async fn drain(s: Arc<Shared>, topic: String, partition: i32) {
 
 /// Produces one batch, retrying retriable errors until the oldest record's delivery
 /// timeout. Returns the batch's base offset.
-async fn send_batch(s: &Shared, topic: &str, partition: i32, batch: &[Queued]) -> Result<i64, QueueError> {
+async fn send_batch(
+    s: &Shared,
+    topic: &str,
+    partition: i32,
+    batch: &[Queued],
+) -> Result<i64, QueueError> {
     let records: Vec<&Record> = batch.iter().map(|q| &q.record).collect();
     let encoded = batch::encode(&records, s.config.compression)?;
-    let deadline = batch.iter().map(|q| q.enqueued).min().unwrap_or_else(Instant::now) + s.config.delivery_timeout;
+    let deadline = batch
+        .iter()
+        .map(|q| q.enqueued)
+        .min()
+        .unwrap_or_else(Instant::now)
+        + s.config.delivery_timeout;
     let mut pause = s.config.retry_backoff;
     loop {
         let err = match produce(s, topic, partition, encoded.clone()).await {
@@ -222,7 +268,12 @@ async fn send_batch(s: &Shared, topic: &str, partition: i32, batch: &[Queued]) -
     }
 }
 
-async fn produce(s: &Shared, topic: &str, partition: i32, records: bytes::Bytes) -> Result<i64, QueueError> {
+async fn produce(
+    s: &Shared,
+    topic: &str,
+    partition: i32,
+    records: bytes::Bytes,
+) -> Result<i64, QueueError> {
     let conn = s.cluster.leader(topic, partition).await?;
     let mut data = PartitionProduceData::default();
     data.index = partition;

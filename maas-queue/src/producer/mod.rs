@@ -193,7 +193,10 @@ impl Producer {
     pub async fn send(&self, mut record: Record) -> Result<Delivery, QueueError> {
         check_topic(&record.topic)?;
         if record.header_value(crate::trace::TRACEPARENT).is_none() {
-            record.headers.push((crate::trace::TRACEPARENT.to_owned(), crate::trace::new_traceparent().into()));
+            record.headers.push((
+                crate::trace::TRACEPARENT.to_owned(),
+                crate::trace::new_traceparent().into(),
+            ));
         }
         match &*self.backend {
             Backend::Kafka(k) => k.send(record).await,
@@ -236,7 +239,9 @@ impl Producer {
     pub async fn partitions(&self, topic: &str) -> Result<i32, QueueError> {
         match &*self.backend {
             Backend::Kafka(k) => k.partitions(topic).await,
-            Backend::Memory(m) => m.partition_count(topic).ok_or_else(|| QueueError::UnknownTopic(topic.to_owned())),
+            Backend::Memory(m) => m
+                .partition_count(topic)
+                .ok_or_else(|| QueueError::UnknownTopic(topic.to_owned())),
         }
     }
 }

@@ -46,7 +46,11 @@ fn conn_err(addr: &str, reason: impl std::fmt::Display) -> QueueError {
 
 impl Connection {
     /// Connects within `timeout`; requests time out after `timeout` too.
-    pub(crate) async fn connect(addr: &str, client_id: &str, timeout: Duration) -> Result<Arc<Self>, QueueError> {
+    pub(crate) async fn connect(
+        addr: &str,
+        client_id: &str,
+        timeout: Duration,
+    ) -> Result<Arc<Self>, QueueError> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| conn_err(addr, format!("connect timed out after {timeout:?}")))?
@@ -75,7 +79,11 @@ impl Connection {
                 }
             };
             c.store(true, Ordering::Release);
-            let waiters: Vec<_> = p.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
+            let waiters: Vec<_> = p
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .drain()
+                .collect();
             for (_, w) in waiters {
                 let _ = w.send(Err(conn_err(&a, format!("connection closed: {failure}"))));
             }
@@ -97,7 +105,11 @@ impl Connection {
     }
 
     /// Sends `request` at `version` and waits for its answer.
-    pub(crate) async fn send<R: Request>(&self, request: &R, version: i16) -> Result<R::Response, QueueError> {
+    pub(crate) async fn send<R: Request>(
+        &self,
+        request: &R,
+        version: i16,
+    ) -> Result<R::Response, QueueError> {
         if self.is_closed() {
             return Err(conn_err(&self.addr, "connection closed"));
         }
@@ -109,17 +121,25 @@ impl Connection {
         header.client_id = Some(self.client_id.clone());
         let mut buf = BytesMut::with_capacity(64);
         buf.put_i32(0); // size, filled below
-        header.encode(&mut buf, R::header_version(version)).map_err(protocol)?;
+        header
+            .encode(&mut buf, R::header_version(version))
+            .map_err(protocol)?;
         request.encode(&mut buf, version).map_err(protocol)?;
         let size = (buf.len() - 4) as i32;
         buf[..4].copy_from_slice(&size.to_be_bytes());
 
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
         {
             let mut w = self.writer.lock().await;
             if let Err(e) = w.write_all(&buf).await {
-                self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
                 self.closed.store(true, Ordering::Release);
                 return Err(conn_err(&self.addr, e));
             }
@@ -128,7 +148,10 @@ impl Connection {
             Ok(Ok(r)) => r?,
             Ok(Err(_)) => return Err(conn_err(&self.addr, "connection closed")),
             Err(_) => {
-                self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
                 return Err(QueueError::Timeout(self.timeout));
             }
         };

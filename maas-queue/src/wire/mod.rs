@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_protocol::messages::{BrokerId, MetadataRequest, TopicName};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{BrokerId, MetadataRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::Mutex;
 
@@ -43,6 +43,9 @@ pub(crate) struct Cluster {
     brokers: Mutex<HashMap<i32, String>>,
     connections: Mutex<HashMap<String, Arc<Connection>>>,
     topics: Mutex<HashMap<String, TopicLayout>>,
+    /// Held while looking up a missing layout, so that a burst of sends to a new topic asks
+    /// for its metadata once rather than once per record.
+    lookup: Mutex<()>,
 }
 
 pub(crate) fn name(s: &str) -> TopicName {
@@ -58,6 +61,7 @@ impl Cluster {
             brokers: Mutex::default(),
             connections: Mutex::default(),
             topics: Mutex::default(),
+            lookup: Mutex::default(),
         }
     }
 
@@ -113,7 +117,9 @@ impl Cluster {
         }
         let mut layouts = self.topics.lock().await;
         for t in &resp.topics {
-            let Some(topic) = t.name.as_ref().map(|n| n.0.as_str().to_owned()) else { continue };
+            let Some(topic) = t.name.as_ref().map(|n| n.0.as_str().to_owned()) else {
+                continue;
+            };
             if t.error_code == 3 {
                 layouts.remove(&topic);
                 continue;
@@ -137,6 +143,10 @@ impl Cluster {
         if let Some(l) = self.topics.lock().await.get(topic) {
             return Ok(l.clone());
         }
+        let _lookup = self.lookup.lock().await;
+        if let Some(l) = self.topics.lock().await.get(topic) {
+            return Ok(l.clone());
+        }
         self.refresh(&[topic.to_owned()]).await?;
         self.topics
             .lock()
@@ -152,27 +162,47 @@ impl Cluster {
     }
 
     /// A connection to the leader of `topic`/`partition`.
-    pub(crate) async fn leader(&self, topic: &str, partition: i32) -> Result<Arc<Connection>, QueueError> {
+    pub(crate) async fn leader(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Arc<Connection>, QueueError> {
         let layout = self.layout(topic).await?;
-        let leader = layout.leaders.get(partition as usize).copied().unwrap_or(-1);
+        let leader = layout
+            .leaders
+            .get(partition as usize)
+            .copied()
+            .unwrap_or(-1);
         let addr = match self.broker(leader).await {
             Some(a) => a,
             None => {
                 self.invalidate(topic).await;
-                return Err(QueueError::from_code(5, format!("no leader for {topic}/{partition}"))
-                    .unwrap_or(QueueError::Closed));
+                return Err(
+                    QueueError::from_code(5, format!("no leader for {topic}/{partition}"))
+                        .unwrap_or(QueueError::Closed),
+                );
             }
         };
         self.connection(&addr).await
     }
 
     /// A connection to the group coordinator of `group`.
-    pub(crate) async fn coordinator(&self, group: &str) -> Result<(BrokerId, Arc<Connection>), QueueError> {
+    pub(crate) async fn coordinator(
+        &self,
+        group: &str,
+    ) -> Result<(BrokerId, Arc<Connection>), QueueError> {
         let mut req = kafka_protocol::messages::FindCoordinatorRequest::default();
         req.key = StrBytes::from_string(group.to_owned());
         req.key_type = 0;
-        let resp = self.any().await?.send(&req, versions::FIND_COORDINATOR).await?;
-        if let Some(e) = QueueError::from_code(resp.error_code, format!("finding the coordinator of `{group}`")) {
+        let resp = self
+            .any()
+            .await?
+            .send(&req, versions::FIND_COORDINATOR)
+            .await?;
+        if let Some(e) = QueueError::from_code(
+            resp.error_code,
+            format!("finding the coordinator of `{group}`"),
+        ) {
             return Err(e);
         }
         let addr = format!("{}:{}", resp.host.as_str(), resp.port);

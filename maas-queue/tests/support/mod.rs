@@ -54,22 +54,136 @@ pub async fn rskafka_client(addr: &str) -> Client {
         .unwrap_or_else(|e| panic!("connect rskafka to the broker at {addr}: {e}"))
 }
 
-/// The durable broker (tansu on SQLite storage, 127.0.0.1:9094), started if needed.
-///
-/// Consumer tests use it: tansu's in-memory engine mis-serves fetches that start in the
-/// middle of a batch (docs/architecture.md), which is exactly what resuming from a
-/// committed offset does.
-pub fn require_durable_kafka() -> String {
-    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/dev-services");
+/// Runs `scripts/dev-services <command>` (e.g. `durable`, `kill-durable`), failing the test
+/// with the script's output when it fails.
+pub fn dev_services(command: &str) {
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/dev-services");
     let out = std::process::Command::new(&script)
-        .arg("durable")
+        .arg(command)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
     assert!(
         out.status.success(),
-        "`scripts/dev-services durable` failed (it starts tansu on SQLite on 127.0.0.1:9094):\n{}{}",
+        "`scripts/dev-services {command}` failed (`durable` starts tansu on SQLite on 127.0.0.1:9094):\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    "127.0.0.1:9094".to_owned()
+}
+
+/// A durable broker (tansu on SQLite, in a tmpfs directory) that belongs to one test: its own
+/// port and an empty store. Killed, and its data removed, when dropped.
+///
+/// Consumer tests need SQLite storage: tansu's in-memory engine mis-serves fetches that start
+/// in the middle of a batch (docs/architecture.md), which is exactly what resuming from a
+/// committed offset does.
+///
+/// tansu's SQLite engine slows down as its store grows (a fetch of 5,000 records: ~2 s on an
+/// empty store, ~20 s after some 50,000 records of earlier tests), so tests that move many
+/// records each start from an empty one rather than share `scripts/dev-services durable`.
+pub struct OwnBroker {
+    pub addr: String,
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl OwnBroker {
+    /// Starts a broker on a free port (installing tansu through `scripts/dev-services` if it
+    /// is missing) and waits until it answers.
+    pub fn start() -> OwnBroker {
+        dev_services("durable"); // installs tansu when missing
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let base = if std::path::Path::new("/dev/shm").is_dir() {
+            std::path::PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(unique_topic("maas-test-broker"));
+        std::fs::create_dir_all(&dir).expect("broker directory");
+        let mut b = OwnBroker {
+            addr: format!("127.0.0.1:{port}"),
+            port,
+            dir,
+            child: None,
+        };
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        let home = std::env::var("CARGO_HOME")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| {
+                std::path::PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cargo")
+            });
+        let tansu = home.join("bin/tansu");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("tansu.log"))
+            .expect("broker log");
+        let listener = format!("tcp://127.0.0.1:{}", self.port);
+        let child = std::process::Command::new(&tansu)
+            .args([
+                "broker",
+                "--listener-url",
+                &listener,
+                "--advertised-listener-url",
+                &listener,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&self.dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} ({e}): run `scripts/dev-services`",
+                    tansu.display()
+                )
+            });
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(&self.addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "tansu on {} did not start; see {}",
+                self.addr,
+                self.dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `kill -9` the broker and start it again on the same store and port.
+    pub fn kill_and_restart(&mut self, down_for: Duration) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+        std::thread::sleep(down_for);
+        self.spawn();
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "the test failed: the broker's log is {}",
+                self.dir.join("tansu.log").display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 }
