@@ -18,6 +18,7 @@ use tower::service_fn;
 
 const RECORDS: usize = 20_000;
 const PARTITIONS: i32 = 6;
+const SESSION: Duration = Duration::from_secs(25);
 
 /// The child: a group member that appends `partition offset` for each handled record.
 async fn child(addr: String, topic: String, group: String, out: PathBuf) {
@@ -29,10 +30,14 @@ async fn child(addr: String, topic: String, group: String, out: PathBuf) {
     let file = std::sync::Arc::new(std::sync::Mutex::new(file));
     let _consumer = GroupConsumer::builder([addr], group)
         .topics([topic])
-        .session_timeout(Duration::from_secs(6))
-        .heartbeat_interval(Duration::from_millis(500))
-        .commit_interval(Duration::from_millis(300))
-        .fetch_max_bytes(64 * 1024)
+        // tansu's SQLite store serves one request at a time: while fetches keep it busy a
+        // commit can take ~10 s, and so can the heartbeat behind it. A session timeout well
+        // above that keeps the member from being expired (and the group from rebalancing)
+        // merely because the broker is slow.
+        .session_timeout(SESSION)
+        .heartbeat_interval(Duration::from_secs(1))
+        .commit_interval(Duration::from_secs(1))
+        .fetch_max_bytes(32 * 1024)
         .build()
         .expect("consumer")
         .start(service_fn(move |m: Message| {
@@ -88,7 +93,7 @@ fn spawn(addr: &str, topic: &str, group: &str, out: &Path) -> Consumer {
 }
 
 fn wait_until(out: &Path, what: &str, done: impl Fn(&[(i32, i64)]) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let h = handled(out);
         if done(&h) {
@@ -156,7 +161,7 @@ fn main() {
         // Restart once the killed member's session has expired: tansu 0.6 completes a
         // generation with no assignment when its leader expires between join and sync
         // (docs/architecture.md).
-        std::thread::sleep(Duration::from_secs(7));
+        std::thread::sleep(SESSION + Duration::from_secs(1));
         println!(
             "round {round}: killed after {} handled records",
             handled(&out).len()

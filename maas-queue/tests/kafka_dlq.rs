@@ -53,8 +53,7 @@ async fn read_all(addr: &str, topic: &str, expect: usize) -> Vec<Message> {
     })
     .await;
     reader.shutdown().await;
-    let v = got.lock().unwrap().clone();
-    v
+    got.lock().unwrap().clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
