@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use maas_queue::{GroupConsumer, Message, Producer, Record};
+use maas_queue::{GroupConsumer, Message, Record};
 use tower::service_fn;
 
 const RECORDS: usize = 20_000;
@@ -134,13 +134,7 @@ fn main() {
     let out = std::env::temp_dir().join(format!("{topic}.log"));
 
     let produced: BTreeSet<(i32, i64)> = rt.block_on(async {
-        let producer = Producer::builder([addr.as_str()])
-            .build()
-            .expect("producer");
-        producer
-            .create_topic(&topic, PARTITIONS)
-            .await
-            .expect("topic");
+        let producer = support::producer_with_topic(&addr, &topic, PARTITIONS).await;
         let sends = (0..RECORDS)
             .map(|i| producer.send(Record::new(&topic, vec![b'x'; 100]).key(format!("model-{i}"))));
         let delivered = futures::future::join_all(sends).await;

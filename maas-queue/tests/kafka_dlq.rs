@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use maas_queue::failure::headers;
-use maas_queue::{FailurePolicy, GroupConsumer, Message, Poison, Producer, Record, Redrive};
+use maas_queue::{FailurePolicy, GroupConsumer, Message, Poison, Record, Redrive};
 use tower::service_fn;
 
 const RECORDS: usize = 60;
@@ -63,13 +63,7 @@ async fn failing_records_reach_the_dlq_and_redrive_puts_them_back() {
     let topic = support::unique_topic("dlq");
     let dlq = format!("{topic}.dlq");
     let group = support::unique_topic("dlq-workers");
-    let producer = Producer::builder([addr.as_str()])
-        .build()
-        .expect("producer");
-    producer
-        .create_topic(&topic, PARTITIONS)
-        .await
-        .expect("topic");
+    let producer = support::producer_with_topic(&addr, &topic, PARTITIONS).await;
 
     // Every 10th record is poison (undecodable), every 10th+5 fails until "fixed".
     let kind = |i: usize| match i % 10 {

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use maas_queue::{Assignor, ConsumerHandle, GroupConsumer, Message, Producer, Record};
+use maas_queue::{Assignor, ConsumerHandle, GroupConsumer, Message, Record};
 use tokio::time::{Instant, sleep};
 use tower::service_fn;
 
@@ -71,13 +71,7 @@ async fn members_share_partitions_and_rebalance_on_leave_and_join() {
     let addr = broker.addr.clone();
     let topic = support::unique_topic("group-share");
     let group = support::unique_topic("group-share");
-    let producer = Producer::builder([addr.as_str()])
-        .build()
-        .expect("producer");
-    producer
-        .create_topic(&topic, PARTITIONS)
-        .await
-        .expect("topic");
+    let producer = support::producer_with_topic(&addr, &topic, PARTITIONS).await;
 
     // Records keep arriving throughout.
     let produced = Arc::new(Mutex::new(BTreeSet::new()));
@@ -174,12 +168,7 @@ async fn roundrobin_deals_partitions_out_across_members() {
     let addr = broker.addr.clone();
     let topic = support::unique_topic("group-rr");
     let group = support::unique_topic("group-rr");
-    Producer::builder([addr.as_str()])
-        .build()
-        .expect("producer")
-        .create_topic(&topic, PARTITIONS)
-        .await
-        .expect("topic");
+    support::producer_with_topic(&addr, &topic, PARTITIONS).await;
     let log: Log = Arc::default();
     let a = member(&addr, &group, &topic, 0, &log, Assignor::RoundRobin);
     let b = member(&addr, &group, &topic, 1, &log, Assignor::RoundRobin);

@@ -113,13 +113,7 @@ async fn maas_and_rdkafka_share_a_group_and_resume_each_other() {
     let addr = broker.addr.clone();
     let topic = support::unique_topic("mixed");
     let group = support::unique_topic("mixed-group");
-    let producer = Producer::builder([addr.as_str()])
-        .build()
-        .expect("producer");
-    producer
-        .create_topic(&topic, PARTITIONS)
-        .await
-        .expect("topic");
+    let producer = support::producer_with_topic(&addr, &topic, PARTITIONS).await;
 
     // Round 1: both members in the group split the partitions.
     let (ours, theirs): (Log, Log) = Default::default();

@@ -187,3 +187,15 @@ impl Drop for OwnBroker {
         }
     }
 }
+
+/// A producer for the broker at `addr`, and `topic` created on it with `partitions`.
+pub async fn producer_with_topic(addr: &str, topic: &str, partitions: i32) -> maas_queue::Producer {
+    let producer = maas_queue::Producer::builder([addr])
+        .build()
+        .expect("producer");
+    producer
+        .create_topic(topic, partitions)
+        .await
+        .expect("create the topic");
+    producer
+}
