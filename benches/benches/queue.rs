@@ -360,6 +360,9 @@ fn send_latency(c: &mut Criterion, rt: &Runtime, addr: &str) {
 /// Criterion reports means; the latency target is on the tail, so print p50 and p99 of
 /// every send timed above (warm-up included).
 fn print_percentiles(id: &str, samples: &mut Vec<Duration>) {
+    if samples.is_empty() {
+        return; // filtered out on the command line
+    }
     samples.sort_unstable();
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
     println!(
