@@ -101,7 +101,11 @@ async fn produce_rdkafka(producer: &FutureProducer, topic: &str, n: usize, value
 fn produce(c: &mut Criterion, rt: &Runtime, addr: &str, name: &str, size: usize) {
     let n = records();
     let value = vec![b'x'; size];
-    let maas = Producer::builder([addr]).build().expect("maas producer");
+    // Both producers may buffer a million records (rdkafka: `queue.buffering.max.messages`).
+    let maas = Producer::builder([addr])
+        .max_buffered_records(1_000_000)
+        .build()
+        .expect("maas producer");
     let rd = rd_producer(addr);
     let mut g = c.benchmark_group(format!("queue/{name}"));
     g.sample_size(10)

@@ -106,6 +106,9 @@ pub enum QueueError {
     /// The producer or consumer has been shut down.
     #[error("shut down")]
     Closed,
+    /// Called outside a tokio runtime; the Kafka backend runs its I/O as tokio tasks.
+    #[error("no tokio runtime: call this from within a tokio runtime")]
+    NoRuntime,
 }
 
 impl QueueError {

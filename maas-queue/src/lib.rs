@@ -14,7 +14,7 @@
 //! * a [`FailurePolicy`]: retries in place, retry topics with delays, then a dead-letter
 //!   topic whose [headers](failure::headers) say where each record came from and why it
 //!   failed, and [`Redrive`] (also the `maas-queue redrive` command) to put records back;
-//! * lag per partition ([`ConsumerHandle::lag`], and [`metrics`] with feature
+//! * lag per partition ([`ConsumerHandle::lag`], and the `metrics` module with feature
 //!   `prometheus`);
 //! * a [`MemoryBroker`] behind the same API, for unit tests and demos;
 //! * a `traceparent` header on every produced record ([`trace`]).
@@ -73,7 +73,7 @@ pub use failure::FailurePolicy;
 pub use memory::MemoryBroker;
 pub use message::{Headers, Message, Record};
 pub use partitioner::{murmur2, partition_for_key};
-pub use producer::{Compression, Delivery, Producer, ProducerBuilder};
+pub use producer::{Compression, Delivery, Producer, ProducerBuilder, SendFuture};
 pub use redrive::{Redrive, RedriveReport, parse_since};
 
 /// The README's example, compiled as a doctest.

@@ -68,13 +68,22 @@ impl Record {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 
+    /// About the bytes this record takes in a batch, counting the `traceparent` the
+    /// producer adds when the record has none.
     pub(crate) fn approx_size(&self) -> usize {
-        let h: usize = self
-            .headers
-            .iter()
-            .map(|(n, v)| n.len() + v.len() + 4)
-            .sum();
-        self.key.as_ref().map_or(0, Bytes::len) + self.value.as_ref().map_or(0, Bytes::len) + h + 24
+        let mut trace = crate::trace::TRACEPARENT.len() + crate::trace::TRACEPARENT_LEN + 4;
+        let mut h = 0;
+        for (n, v) in &self.headers {
+            if n == crate::trace::TRACEPARENT {
+                trace = 0;
+            }
+            h += n.len() + v.len() + 4;
+        }
+        self.key.as_ref().map_or(0, Bytes::len)
+            + self.value.as_ref().map_or(0, Bytes::len)
+            + h
+            + trace
+            + 24
     }
 }
 

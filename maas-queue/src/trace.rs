@@ -11,12 +11,33 @@ pub const TRACEPARENT: &str = "traceparent";
 
 /// A new `traceparent` (version 00, sampled) with random trace and span ids.
 pub fn new_traceparent() -> String {
-    format!(
-        "00-{:016x}{:016x}-{:016x}-01",
-        fastrand::u64(1..),
-        fastrand::u64(..),
-        fastrand::u64(1..)
-    )
+    let mut out = Vec::with_capacity(TRACEPARENT_LEN);
+    put_new_traceparent(&mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The length of a version-00 `traceparent`.
+pub(crate) const TRACEPARENT_LEN: usize = 55;
+
+/// Appends a new `traceparent` to `out` without allocating: the producer writes one into
+/// the batch for every record that has none.
+pub(crate) fn put_new_traceparent(out: &mut impl bytes::BufMut) {
+    out.put_slice(b"00-");
+    put_hex(out, fastrand::u64(1..));
+    put_hex(out, fastrand::u64(..));
+    out.put_u8(b'-');
+    put_hex(out, fastrand::u64(1..));
+    out.put_slice(b"-01");
+}
+
+/// Appends `v` as 16 lowercase hex digits.
+fn put_hex(out: &mut impl bytes::BufMut, v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    for (i, d) in digits.iter_mut().enumerate() {
+        *d = DIGITS[((v >> ((15 - i) * 4)) & 0xf) as usize];
+    }
+    out.put_slice(&digits);
 }
 
 /// The trace id of a `traceparent`, if it is well formed.
@@ -40,6 +61,8 @@ mod tests {
     #[test]
     fn traceparents_are_well_formed_and_continue() {
         let tp = new_traceparent();
+        assert_eq!(tp.len(), 55, "{tp}");
+        assert!(tp.starts_with("00-") && tp.ends_with("-01"), "{tp}");
         let trace = trace_id(&tp).unwrap().to_owned();
         let child = child_of(&tp).unwrap();
         assert_eq!(trace_id(&child), Some(trace.as_str()));

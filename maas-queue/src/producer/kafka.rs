@@ -1,7 +1,7 @@
 //! The Kafka side of the producer: per-partition queues, one batch in flight per partition
 //! (so retries keep order), pipelined requests on one connection per broker.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -21,13 +21,32 @@ type Reply = oneshot::Sender<Result<Delivery, QueueError>>;
 struct Queued {
     record: Record,
     reply: Reply,
+    /// When `send` was called: the delivery timeout counts from here.
     enqueued: Instant,
     _permit: OwnedSemaphorePermit,
 }
 
+impl Queued {
+    fn new(record: Record, reply: Reply, enqueued: Instant, permit: OwnedSemaphorePermit) -> Self {
+        Queued {
+            record,
+            reply,
+            enqueued,
+            _permit: permit,
+        }
+    }
+}
+
+/// Records that could not be queued at once, in `send` order.
+#[derive(Default)]
+struct Backlog {
+    items: VecDeque<(Record, Reply, Instant)>,
+    running: bool,
+}
+
 #[derive(Default)]
 struct PartitionQueue {
-    records: Vec<Queued>,
+    records: VecDeque<Queued>,
     bytes: usize,
     draining: bool,
 }
@@ -39,12 +58,17 @@ pub(crate) struct KafkaProducer {
 struct Shared {
     config: ProducerConfig,
     cluster: Cluster,
-    queues: std::sync::Mutex<HashMap<(String, i32), PartitionQueue>>,
+    /// Per topic, per partition: looked up by `&str`, so a send allocates no key.
+    queues: std::sync::Mutex<HashMap<String, HashMap<i32, PartitionQueue>>>,
     sticky: Sticky,
     room: Arc<Semaphore>,
     outstanding: AtomicUsize,
     idle: Notify,
     closed: AtomicBool,
+    backlog: std::sync::Mutex<Backlog>,
+    /// Records in the backlog or being moved out of it; a send takes the direct way only
+    /// when this is zero, so that it cannot overtake them.
+    backlog_len: AtomicUsize,
 }
 
 impl KafkaProducer {
@@ -64,6 +88,8 @@ impl KafkaProducer {
                 outstanding: AtomicUsize::new(0),
                 idle: Notify::new(),
                 closed: AtomicBool::new(false),
+                backlog: Default::default(),
+                backlog_len: AtomicUsize::new(0),
             }),
         }
     }
@@ -112,52 +138,145 @@ impl KafkaProducer {
         }
     }
 
-    pub(crate) async fn send(&self, record: Record) -> Result<Delivery, QueueError> {
+    /// Queues `record` now and returns the receiver of its acknowledgement.
+    ///
+    /// The common case — room in the buffer, the topic's layout known, nothing waiting
+    /// before it — puts the record straight into its partition's queue. Otherwise the record
+    /// joins the backlog, which one background task moves into the partition queues in
+    /// arrival order as room and layouts allow; records are therefore queued in the order
+    /// of the `send` calls, whichever way each one takes.
+    pub(crate) fn send(
+        &self,
+        record: Record,
+    ) -> Result<oneshot::Receiver<Result<Delivery, QueueError>>, QueueError> {
         let s = &self.shared;
         if s.closed.load(Ordering::Acquire) {
             return Err(QueueError::Closed);
         }
-        let permit = s
-            .room
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| QueueError::Closed)?;
-        let partition = match record.partition {
-            Some(p) => p,
-            None => {
-                let count = layout_within_timeout(s, &record.topic).await?.leaders.len() as i32;
-                match &record.key {
-                    Some(k) => partition_for_key(k, count),
-                    None => s.sticky.pick(count),
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(QueueError::NoRuntime);
+        }
+        let (reply, rx) = oneshot::channel();
+        s.outstanding.fetch_add(1, Ordering::AcqRel);
+        let at = Instant::now();
+        if s.backlog_len.load(Ordering::Acquire) == 0 {
+            let partition = match record.partition {
+                Some(p) => Some(p),
+                None => s
+                    .cluster
+                    .cached(&record.topic)
+                    .map(|layout| choose_partition(s, &record, &layout)),
+            };
+            if let Some(partition) = partition
+                && let Ok(permit) = s.room.clone().try_acquire_owned()
+            {
+                enqueue(s, partition, Queued::new(record, reply, at, permit));
+                return Ok(rx);
+            }
+        }
+        let start = {
+            let mut backlog = s.backlog.lock().unwrap_or_else(|e| e.into_inner());
+            backlog.items.push_back((record, reply, at));
+            s.backlog_len.fetch_add(1, Ordering::AcqRel);
+            !std::mem::replace(&mut backlog.running, true)
+        };
+        if start {
+            tokio::spawn(drain_backlog(self.shared.clone()));
+        }
+        Ok(rx)
+    }
+}
+
+/// Moves backlog records into their partition queues, in order, waiting for room in the
+/// buffer and for topic layouts as needed.
+async fn drain_backlog(s: Arc<Shared>) {
+    loop {
+        let next = {
+            let mut backlog = s.backlog.lock().unwrap_or_else(|e| e.into_inner());
+            match backlog.items.pop_front() {
+                Some(item) => item,
+                None => {
+                    backlog.running = false;
+                    return;
                 }
             }
         };
-        let (reply, rx) = oneshot::channel();
-        let topic = record.topic.clone();
-        s.outstanding.fetch_add(1, Ordering::AcqRel);
-        let start = {
-            let mut queues = s.queues.lock().unwrap_or_else(|e| e.into_inner());
-            let q = queues.entry((topic.clone(), partition)).or_default();
-            q.bytes += record.approx_size();
-            q.records.push(Queued {
-                record,
-                reply,
-                enqueued: Instant::now(),
-                _permit: permit,
-            });
-            !std::mem::replace(&mut q.draining, true)
-        };
-        if start {
-            tokio::spawn(drain(self.shared.clone(), topic, partition));
+        let (record, reply, at) = next;
+        let placed = async {
+            let permit = s
+                .room
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| QueueError::Closed)?;
+            let partition = match record.partition {
+                Some(p) => p,
+                None => {
+                    let layout = layout_within_timeout(&s, &record.topic).await?;
+                    choose_partition(&s, &record, &layout)
+                }
+            };
+            Ok::<_, QueueError>((partition, permit))
         }
-        rx.await.unwrap_or(Err(QueueError::Closed))
+        .await;
+        match placed {
+            Ok((partition, permit)) => {
+                enqueue(&s, partition, Queued::new(record, reply, at, permit));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                finished(&s, 1);
+            }
+        }
+        // Only now: a send that sees an empty backlog must find this record queued.
+        s.backlog_len.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Records that are done (acknowledged or failed) leave the count `flush` waits on.
+fn finished(s: &Shared, n: usize) {
+    if s.outstanding.fetch_sub(n, Ordering::AcqRel) == n {
+        s.idle.notify_waiters();
+    }
+}
+
+/// Appends to the partition's queue; starts its drain task when none runs.
+fn enqueue(s: &Arc<Shared>, partition: i32, queued: Queued) {
+    let record = &queued.record;
+    let start = {
+        let mut queues = s.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let partitions = match queues.get_mut(record.topic.as_str()) {
+            Some(p) => p,
+            None => queues.entry(record.topic.clone()).or_default(),
+        };
+        let q = partitions.entry(partition).or_default();
+        q.bytes += record.approx_size();
+        let start = !std::mem::replace(&mut q.draining, true);
+        let topic = start.then(|| Arc::<str>::from(record.topic.as_str()));
+        q.records.push_back(queued);
+        topic
+    };
+    if let Some(topic) = start {
+        tokio::spawn(drain(s.clone(), topic, partition));
+    }
+}
+
+/// The partition of a record without a fixed one: murmur2 of the key, or the sticky
+/// partition for keyless records.
+fn choose_partition(s: &Shared, record: &Record, layout: &TopicLayout) -> i32 {
+    let count = layout.leaders.len() as i32;
+    match &record.key {
+        Some(k) => partition_for_key(k, count),
+        None => s.sticky.pick(count),
     }
 }
 
 /// The topic's layout, retrying retriable failures (a broker restarting, a metadata request
 /// stuck behind large produce requests) until the delivery timeout.
-async fn layout_within_timeout(s: &Shared, topic: &str) -> Result<TopicLayout, QueueError> {
+async fn layout_within_timeout(s: &Shared, topic: &str) -> Result<Arc<TopicLayout>, QueueError> {
+    if let Some(l) = s.cluster.cached(topic) {
+        return Ok(l);
+    }
     let deadline = Instant::now() + s.config.delivery_timeout;
     let mut pause = s.config.retry_backoff;
     loop {
@@ -175,16 +294,22 @@ async fn layout_within_timeout(s: &Shared, topic: &str) -> Result<TopicLayout, Q
     }
 }
 
+fn queue<'a>(
+    queues: &'a mut HashMap<String, HashMap<i32, PartitionQueue>>,
+    topic: &str,
+    partition: i32,
+) -> Option<&'a mut PartitionQueue> {
+    queues.get_mut(topic)?.get_mut(&partition)
+}
+
 /// Sends the queue of one partition, a batch at a time, until it is empty.
-async fn drain(s: Arc<Shared>, topic: String, partition: i32) {
-    let key = (topic.clone(), partition);
+async fn drain(s: Arc<Shared>, topic: Arc<str>, partition: i32) {
     loop {
         if !s.config.linger.is_zero() {
             let first = {
-                let queues = s.queues.lock().unwrap_or_else(|e| e.into_inner());
-                queues
-                    .get(&key)
-                    .and_then(|q| q.records.first().map(|r| (r.enqueued, q.bytes)))
+                let mut queues = s.queues.lock().unwrap_or_else(|e| e.into_inner());
+                queue(&mut queues, &topic, partition)
+                    .and_then(|q| q.records.front().map(|r| (r.enqueued, q.bytes)))
             };
             if let Some((at, bytes)) = first
                 && bytes < s.config.max_batch_bytes
@@ -194,7 +319,7 @@ async fn drain(s: Arc<Shared>, topic: String, partition: i32) {
         }
         let batch: Vec<Queued> = {
             let mut queues = s.queues.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(q) = queues.get_mut(&key) else {
+            let Some(q) = queue(&mut queues, &topic, partition) else {
                 return;
             };
             if q.records.is_empty() {
@@ -224,9 +349,7 @@ async fn drain(s: Arc<Shared>, topic: String, partition: i32) {
                 offset: base + i as i64,
             }));
         }
-        if s.outstanding.fetch_sub(n, Ordering::AcqRel) == n {
-            s.idle.notify_waiters();
-        }
+        finished(&s, n);
     }
 }
 

@@ -22,6 +22,42 @@ pub struct Delivery {
     pub offset: i64,
 }
 
+/// The outcome of one [`Producer::send`]: resolves to where the record landed once it is
+/// acknowledged. The record is on its way whether or not this is awaited.
+#[must_use = "the record is sent either way; await this to learn whether it was acknowledged"]
+#[derive(Debug)]
+pub struct SendFuture(SendState);
+
+#[derive(Debug)]
+enum SendState {
+    Ready(Option<Result<Delivery, QueueError>>),
+    Waiting(tokio::sync::oneshot::Receiver<Result<Delivery, QueueError>>),
+}
+
+impl SendFuture {
+    fn ready(result: Result<Delivery, QueueError>) -> Self {
+        SendFuture(SendState::Ready(Some(result)))
+    }
+}
+
+impl std::future::Future for SendFuture {
+    type Output = Result<Delivery, QueueError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match &mut self.0 {
+            SendState::Ready(result) => {
+                std::task::Poll::Ready(result.take().unwrap_or(Err(QueueError::Closed)))
+            }
+            SendState::Waiting(rx) => std::pin::Pin::new(rx)
+                .poll(cx)
+                .map(|r| r.unwrap_or(Err(QueueError::Closed))),
+        }
+    }
+}
+
 /// Settings of a [`Producer`].
 #[derive(Debug, Clone)]
 pub(crate) struct ProducerConfig {
@@ -188,19 +224,32 @@ impl Producer {
         }
     }
 
-    /// Sends `record`; resolves to its partition and offset once acknowledged. A
-    /// `traceparent` header is added when the record has none.
-    pub async fn send(&self, mut record: Record) -> Result<Delivery, QueueError> {
-        check_topic(&record.topic)?;
-        if record.header_value(crate::trace::TRACEPARENT).is_none() {
-            record.headers.push((
-                crate::trace::TRACEPARENT.to_owned(),
-                crate::trace::new_traceparent().into(),
-            ));
+    /// Sends `record`: it is queued when `send` is called — records are produced in the
+    /// order of the calls, and dropping the returned future does not withdraw one — and the
+    /// future resolves to its partition and offset once the broker has acknowledged it
+    /// (or to the error that ended its delivery). A `traceparent` header is added when the
+    /// record has none.
+    pub fn send(&self, record: Record) -> SendFuture {
+        if let Err(e) = check_topic(&record.topic) {
+            return SendFuture::ready(Err(e.into()));
         }
         match &*self.backend {
-            Backend::Kafka(k) => k.send(record).await,
-            Backend::Memory(m) => m.append(record),
+            // The Kafka producer writes the missing `traceparent` straight into the batch
+            // it encodes (on its own task, without allocating).
+            Backend::Kafka(k) => match k.send(record) {
+                Ok(rx) => SendFuture(SendState::Waiting(rx)),
+                Err(e) => SendFuture::ready(Err(e)),
+            },
+            Backend::Memory(m) => {
+                let mut record = record;
+                if record.header_value(crate::trace::TRACEPARENT).is_none() {
+                    record.headers.push((
+                        crate::trace::TRACEPARENT.to_owned(),
+                        crate::trace::new_traceparent().into(),
+                    ));
+                }
+                SendFuture::ready(m.append(record))
+            }
         }
     }
 

@@ -42,7 +42,8 @@ pub(crate) struct Cluster {
     timeout: Duration,
     brokers: Mutex<HashMap<i32, String>>,
     connections: Mutex<HashMap<String, Arc<Connection>>>,
-    topics: Mutex<HashMap<String, TopicLayout>>,
+    /// A plain mutex, never held across an await: every keyless or keyed send looks here.
+    topics: std::sync::Mutex<HashMap<String, Arc<TopicLayout>>>,
     /// Held while looking up a missing layout, so that a burst of sends to a new topic asks
     /// for its metadata once rather than once per record.
     lookup: Mutex<()>,
@@ -60,7 +61,7 @@ impl Cluster {
             timeout,
             brokers: Mutex::default(),
             connections: Mutex::default(),
-            topics: Mutex::default(),
+            topics: std::sync::Mutex::default(),
             lookup: Mutex::default(),
         }
     }
@@ -115,7 +116,7 @@ impl Cluster {
                 brokers.insert(b.node_id.0, format!("{}:{}", b.host.as_str(), b.port));
             }
         }
-        let mut layouts = self.topics.lock().await;
+        let mut layouts = self.topics();
         for t in &resp.topics {
             let Some(topic) = t.name.as_ref().map(|n| n.0.as_str().to_owned()) else {
                 continue;
@@ -133,32 +134,37 @@ impl Cluster {
                     *slot = p.leader_id.0;
                 }
             }
-            layouts.insert(topic, TopicLayout { leaders });
+            layouts.insert(topic, Arc::new(TopicLayout { leaders }));
         }
         Ok(())
     }
 
     /// The layout of `topic`, fetching it if unknown.
-    pub(crate) async fn layout(&self, topic: &str) -> Result<TopicLayout, QueueError> {
-        if let Some(l) = self.topics.lock().await.get(topic) {
-            return Ok(l.clone());
+    pub(crate) async fn layout(&self, topic: &str) -> Result<Arc<TopicLayout>, QueueError> {
+        if let Some(l) = self.cached(topic) {
+            return Ok(l);
         }
         let _lookup = self.lookup.lock().await;
-        if let Some(l) = self.topics.lock().await.get(topic) {
-            return Ok(l.clone());
+        if let Some(l) = self.cached(topic) {
+            return Ok(l);
         }
         self.refresh(&[topic.to_owned()]).await?;
-        self.topics
-            .lock()
-            .await
-            .get(topic)
-            .cloned()
+        self.cached(topic)
             .ok_or_else(|| QueueError::UnknownTopic(topic.to_owned()))
+    }
+
+    /// The cached layout of `topic`, without asking the cluster.
+    pub(crate) fn cached(&self, topic: &str) -> Option<Arc<TopicLayout>> {
+        self.topics().get(topic).cloned()
+    }
+
+    fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<TopicLayout>>> {
+        self.topics.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Forgets a topic's layout, so the next use fetches it again.
     pub(crate) async fn invalidate(&self, topic: &str) {
-        self.topics.lock().await.remove(topic);
+        self.topics().remove(topic);
     }
 
     /// A connection to the leader of `topic`/`partition`.
