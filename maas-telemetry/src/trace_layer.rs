@@ -67,13 +67,9 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let method = req.method().as_str();
         let route = route_of(&req);
-        let name = match &route {
-            Some(r) => format!("{method} {}", &**r),
-            None => method.to_owned(),
-        };
         let span = tracing::info_span!(
             "http_request",
-            otel.name = %name,
+            otel.name = tracing::field::Empty,
             otel.kind = "server",
             http.request.method = %method,
             http.route = route.as_deref(),
@@ -81,8 +77,16 @@ where
             http.response.status_code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         );
-        let parent = crate::propagation::extract(req.headers());
-        crate::propagation::continue_trace(&span, parent);
+        // Naming the span and reading the caller's context cost an allocation and a header
+        // parse: only for spans that are recorded.
+        if !span.is_disabled() {
+            match &route {
+                Some(r) => span.record("otel.name", format!("{method} {}", &**r)),
+                None => span.record("otel.name", method),
+            };
+            let parent = crate::propagation::extract(req.headers());
+            crate::propagation::continue_trace(&span, parent);
+        }
         let future = {
             let _entered = span.enter();
             self.inner.call(req)
