@@ -1,0 +1,104 @@
+//! The `model-builders` group: consumes `model-build-tasks` and builds models.
+//!
+//! A task is `{"model": id}` keyed by the model id, so the tasks of one model stay in order on
+//! one partition. A build that fails is retried in place, then dead-lettered to
+//! `model-build-tasks.dlq` with the reason (`maas-queue redrive` puts it back); the model is
+//! marked `failed`. A task that is not JSON goes straight to the DLQ.
+
+use std::time::Duration;
+
+use maas_queue::metrics::QueueMetrics;
+use maas_queue::{ConsumerHandle, FailurePolicy, GroupConsumerBuilder, Message, Poison};
+use prometheus::IntCounterVec;
+use tower::service_fn;
+use tracing::Instrument;
+
+use crate::store::Store;
+
+/// The topic of build tasks.
+pub const TOPIC: &str = "model-build-tasks";
+/// Its partitions.
+pub const PARTITIONS: i32 = 6;
+/// The consumer group.
+pub const GROUP: &str = "model-builders";
+
+/// What a build needs besides the task.
+#[derive(Clone)]
+pub struct Builder {
+    /// Where models live.
+    pub store: Store,
+    /// How long a build takes.
+    pub build_time: Duration,
+    /// `maas_platform_builds_total{outcome}` (attempts: a failing build counts each try).
+    pub builds: IntCounterVec,
+}
+
+/// A build that failed, with the reason the DLQ records.
+#[derive(Debug, thiserror::Error)]
+#[error("building {model} failed: {reason}")]
+struct BuildFailed {
+    model: String,
+    reason: String,
+}
+
+impl Builder {
+    /// Starts one member of the group.
+    pub fn start(
+        &self,
+        consumer: GroupConsumerBuilder,
+        member: usize,
+        metrics: &QueueMetrics,
+    ) -> Result<ConsumerHandle, maas_queue::ConfigError> {
+        let this = self.clone();
+        let consumer = consumer
+            .topics([TOPIC])
+            .client_id(format!("builder-{member}"))
+            .key_parallelism(4)
+            .failure_policy(FailurePolicy::default().retries(2, Duration::from_millis(50)))
+            .build()?
+            .metrics(metrics);
+        Ok(consumer.start(service_fn(move |m: Message| {
+            let this = this.clone();
+            // The build joins the trace of the upload that queued it.
+            let span =
+                tracing::info_span!("build_model", partition = m.partition, offset = m.offset);
+            if let Some(tp) = m.header_str("traceparent") {
+                let upload = maas_telemetry::propagation::extract_pairs([("traceparent", tp)]);
+                maas_telemetry::propagation::continue_trace(&span, upload);
+            }
+            async move { this.build(m).await }.instrument(span)
+        })))
+    }
+
+    async fn build(&self, m: Message) -> Result<(), maas_queue::BoxError> {
+        let task: serde_json::Value = m
+            .value_str()
+            .and_then(|v| serde_json::from_str(v).ok())
+            .ok_or_else(|| Poison::new("a build task must be a JSON object"))?;
+        let id = task["model"]
+            .as_str()
+            .ok_or_else(|| Poison::new("a build task needs a `model` id"))?
+            .to_owned();
+        let Some(model) = self.store.model(&id)? else {
+            // Compensated after the task was sent, or never registered: nothing to build.
+            tracing::warn!(model = %id, "build task for an unknown model; skipped");
+            self.builds.with_label_values(&["skipped"]).inc();
+            return Ok(());
+        };
+        tokio::time::sleep(self.build_time).await;
+        if model.name.contains("broken") {
+            // The demo's failing build: retried, then dead-lettered with this reason.
+            self.store.set_status(&id, "failed")?;
+            self.builds.with_label_values(&["failed"]).inc();
+            return Err(BuildFailed {
+                model: id,
+                reason: "the weights do not load".into(),
+            }
+            .into());
+        }
+        self.store.set_status(&id, "ready")?;
+        self.builds.with_label_values(&["built"]).inc();
+        tracing::info!(model = %id, name = %model.name, "model built");
+        Ok(())
+    }
+}

@@ -1,0 +1,272 @@
+//! The reference MaaS platform: every `maas` crate assembled into one running service.
+//!
+//! * `POST /v1/models` registers a model and charges the tenant's quota in one **saga**
+//!   (`maas-saga`, SQLite store): both happen, or — when the quota is spent — the
+//!   registration is compensated and the answer is `402`. The build is then queued on
+//!   `model-build-tasks`, keyed by model id (`maas-queue`).
+//! * The `model-builders` **consumer group** builds models; failing builds are retried, then
+//!   dead-lettered to `model-build-tasks.dlq` with the reason.
+//! * `/v1` is **rate limited** per tenant (`maas-ratelimit`, `429` with `Retry-After`).
+//! * Inference goes through a **circuit breaker** with **degradation** (`maas-breaker`): when
+//!   the model backend fails, a fallback model answers and says so.
+//! * **Telemetry** (`maas-telemetry`): RED metrics by route, every crate's metrics on one
+//!   `/metrics`, a server span per request, JSON logs carrying trace ids.
+//!
+//! On embedded defaults it needs nothing else: an in-memory Kafka broker and SQLite files in
+//! a temporary directory. `MAAS_KAFKA_BROKERS` switches to a real Kafka cluster; see
+//! [`Config`] for every setting.
+
+mod api;
+mod builders;
+mod config;
+mod inference;
+mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use maas_queue::{ConsumerHandle, GroupConsumer, MemoryBroker, Producer};
+use maas_ratelimit::{KeyedLimiter, Quota, RateLimitLayer};
+use maas_saga::Engine;
+use maas_saga::store::SqliteStore;
+use maas_telemetry::{HttpMetricsLayer, HttpTraceLayer, metrics_router};
+use prometheus::{IntCounterVec, Opts, Registry};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use api::tenant;
+pub use builders::{GROUP, PARTITIONS, TOPIC};
+pub use config::{Config, ConfigError};
+pub use store::Model;
+
+/// Why the platform could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    /// A setting is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory or the listen socket.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The application database.
+    #[error("application database: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// The saga engine or its store.
+    #[error("saga engine: {0}")]
+    Saga(String),
+    /// The broker.
+    #[error("queue: {0}")]
+    Queue(String),
+    /// A metric could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(String),
+}
+
+fn saga_err(e: impl std::fmt::Display) -> PlatformError {
+    PlatformError::Saga(e.to_string())
+}
+
+fn queue_err(e: impl std::fmt::Display) -> PlatformError {
+    PlatformError::Queue(e.to_string())
+}
+
+fn metrics_err(e: impl std::fmt::Display) -> PlatformError {
+    PlatformError::Metrics(e.to_string())
+}
+
+/// The running platform.
+pub struct Platform {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+    builders: Vec<ConsumerHandle>,
+    producer: Producer,
+    engine: Arc<Engine>,
+}
+
+impl Platform {
+    /// Starts everything and listens on `config.addr`; every crate's metrics register in
+    /// `registry`, which `/metrics` serves.
+    pub async fn start(config: Config, registry: Registry) -> Result<Platform, PlatformError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| PlatformError::Io {
+            what: format!("creating {}", config.data_dir.display()),
+            source,
+        })?;
+        let store = store::Store::open(&config.data_dir)?;
+
+        let saga_metrics =
+            maas_saga::metrics::SagaMetrics::register(&registry).map_err(metrics_err)?;
+        let queue_metrics =
+            maas_queue::metrics::QueueMetrics::register(&registry).map_err(metrics_err)?;
+        let breaker_metrics =
+            maas_breaker::metrics::BreakerMetrics::register(&registry).map_err(metrics_err)?;
+        let limit_metrics =
+            maas_ratelimit::metrics::RateLimitMetrics::register(&registry).map_err(metrics_err)?;
+        let builds = IntCounterVec::new(
+            Opts::new(
+                "maas_platform_builds_total",
+                "Model build attempts, by outcome (built, failed, skipped).",
+            ),
+            &["outcome"],
+        )
+        .map_err(metrics_err)?;
+        registry
+            .register(Box::new(builds.clone()))
+            .map_err(metrics_err)?;
+
+        let sagas = SqliteStore::open(config.data_dir.join("sagas.db"))
+            .await
+            .map_err(saga_err)?;
+        let engine = Arc::new(
+            Engine::builder(sagas)
+                .participant("models", store.models_participant())
+                .participant("billing", store.billing_participant(config.tenant_quota))
+                .owner("maas-platform")
+                .metrics(&saga_metrics)
+                .start()
+                .await
+                .map_err(saga_err)?,
+        );
+
+        // The broker: Kafka when configured, else the in-memory one.
+        let memory = config.kafka_brokers.is_none().then(MemoryBroker::new);
+        let brokers = config
+            .kafka_brokers
+            .clone()
+            .unwrap_or_else(|| vec!["127.0.0.1:9092".to_owned()]);
+        let mut producer = Producer::builder(brokers.clone());
+        if let Some(m) = &memory {
+            producer = producer.memory(m);
+        }
+        let producer = producer.build().map_err(queue_err)?;
+        producer
+            .create_topic(TOPIC, PARTITIONS)
+            .await
+            .map_err(queue_err)?;
+        producer
+            .create_topic(&format!("{TOPIC}.dlq"), PARTITIONS)
+            .await
+            .map_err(queue_err)?;
+        let builder = builders::Builder {
+            store: store.clone(),
+            build_time: config.build_time,
+            builds,
+        };
+        let mut members = Vec::with_capacity(config.builders);
+        for i in 0..config.builders {
+            let mut consumer = GroupConsumer::builder(brokers.clone(), GROUP);
+            if let Some(m) = &memory {
+                consumer = consumer.memory(m);
+            }
+            members.push(
+                builder
+                    .start(consumer, i, &queue_metrics)
+                    .map_err(queue_err)?,
+            );
+        }
+
+        let inference =
+            inference::Inference::new(config.breaker_open, &breaker_metrics).map_err(|e| {
+                PlatformError::Config(ConfigError {
+                    name: "MAAS_BREAKER_OPEN_SECS",
+                    value: config.breaker_open.as_secs().to_string(),
+                    reason: e.to_string(),
+                })
+            })?;
+        let limiter = KeyedLimiter::token_bucket(Quota::per_minute(config.rate_per_minute.into()))
+            .metrics(&limit_metrics, "api")
+            .build::<String>()
+            .map_err(|e| {
+                PlatformError::Config(ConfigError {
+                    name: "MAAS_RATE_PER_MINUTE",
+                    value: config.rate_per_minute.to_string(),
+                    reason: e.to_string(),
+                })
+            })?;
+        let state = api::AppState {
+            store,
+            engine: engine.clone(),
+            producer: producer.clone(),
+            inference,
+            build_cost: config.build_cost,
+            tenant_quota: config.tenant_quota,
+        };
+        let (v1, ops) = api::routes(state);
+        let v1 = v1.layer(
+            RateLimitLayer::builder(limiter)
+                .key(api::tenant_of)
+                .metrics(&limit_metrics, "api")
+                .build_http(),
+        );
+        let app = axum::Router::new()
+            .nest("/v1", v1)
+            .merge(ops)
+            .merge(metrics_router(registry.clone()))
+            .layer(
+                HttpMetricsLayer::builder()
+                    .exclude("/metrics")
+                    .exclude("/health")
+                    .build(&registry)
+                    .map_err(metrics_err)?,
+            )
+            .layer(HttpTraceLayer::new());
+
+        let listener = tokio::net::TcpListener::bind(config.addr)
+            .await
+            .map_err(|source| PlatformError::Io {
+                what: format!("listening on {}", config.addr),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| PlatformError::Io {
+            what: "reading the listen address".into(),
+            source,
+        })?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        tracing::info!(%addr, data_dir = %config.data_dir.display(),
+            broker = if memory.is_some() { "in-memory" } else { "kafka" },
+            builders = config.builders, "maas-platform listening");
+        Ok(Platform {
+            addr,
+            stop: Some(stop),
+            server,
+            builders: members,
+            producer,
+            engine,
+        })
+    }
+
+    /// Where the platform listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops taking requests, lets those in progress finish, then stops the builders (they
+    /// commit what they handled), flushes the producer and stops the saga engine.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Err(e) = (&mut self.server).await {
+            tracing::warn!(error = %e, "HTTP server task ended abnormally");
+        }
+        for b in self.builders.drain(..) {
+            b.shutdown().await;
+        }
+        self.producer.shutdown().await;
+        self.engine.shutdown(Duration::from_secs(5)).await;
+        tracing::info!("maas-platform stopped");
+    }
+}

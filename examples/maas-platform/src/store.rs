@@ -1,0 +1,179 @@
+//! The platform's own data — models and tenants' quota — in SQLite, and the two saga
+//! participants that change it: the model registry and billing.
+//!
+//! Both participants protect every operation with the saga barrier, so a retried or late
+//! call applies at most once and a compensation never runs before (or without) its action.
+//! SQLite calls are short and local; they run inline on the runtime's threads.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use maas_saga::barrier::{BranchKey, sqlite as barrier};
+use maas_saga::{BranchCall, Operation, Reply, participant};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use tower::service_fn;
+
+/// A model as the API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Model {
+    /// Its id (`m-` and 16 hex digits).
+    pub id: String,
+    /// The name given at upload.
+    pub name: String,
+    /// The tenant that owns it.
+    pub tenant: String,
+    /// `registered`, `building`, `ready` or `failed`.
+    pub status: String,
+}
+
+/// The application database, shared by the API, the participants and the builders.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Arc<Mutex<Connection>>,
+}
+
+impl Store {
+    /// Opens (and creates) `app.db` in `dir`.
+    pub fn open(dir: &Path) -> rusqlite::Result<Store> {
+        let conn = Connection::open(dir.join("app.db"))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE IF NOT EXISTS models (
+                 id TEXT PRIMARY KEY, name TEXT NOT NULL, tenant TEXT NOT NULL,
+                 status TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS quota (
+                 tenant TEXT PRIMARY KEY, amount INTEGER NOT NULL CHECK (amount >= 0));",
+        )?;
+        barrier::migrate(&conn)?;
+        Ok(Store {
+            db: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The model `id`, if registered.
+    pub fn model(&self, id: &str) -> rusqlite::Result<Option<Model>> {
+        self.conn()
+            .query_row(
+                "SELECT id, name, tenant, status FROM models WHERE id = ?1",
+                params![id],
+                |r| {
+                    Ok(Model {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        tenant: r.get(2)?,
+                        status: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+    }
+
+    /// Sets a model's status; `false` when there is no such model.
+    pub fn set_status(&self, id: &str, status: &str) -> rusqlite::Result<bool> {
+        let n = self.conn().execute(
+            "UPDATE models SET status = ?2 WHERE id = ?1",
+            params![id, status],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// A tenant's remaining quota (`None` before its first upload).
+    pub fn quota(&self, tenant: &str) -> rusqlite::Result<Option<i64>> {
+        self.conn()
+            .query_row(
+                "SELECT amount FROM quota WHERE tenant = ?1",
+                params![tenant],
+                |r| r.get(0),
+            )
+            .optional()
+    }
+
+    /// A participant whose every call runs `apply` in one SQLite transaction behind the
+    /// saga barrier: `apply` runs only when the barrier says the operation must apply, and
+    /// a `Some(reply)` from it refuses the call, rolling everything back (barrier row too).
+    fn guarded<F>(&self, apply: F) -> maas_saga::Participant
+    where
+        F: Fn(&rusqlite::Transaction<'_>, &BranchCall) -> rusqlite::Result<Option<Reply>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+    {
+        let store = self.clone();
+        participant(service_fn(move |call: BranchCall| {
+            let (store, apply) = (store.clone(), apply.clone());
+            async move {
+                let mut conn = store.conn();
+                let tx = conn.transaction()?;
+                let b = barrier::enter(&tx, &BranchKey::of(&call))?;
+                if b.should_apply()
+                    && let Some(refusal) = apply(&tx, &call)?
+                {
+                    return Ok(refusal);
+                }
+                tx.commit()?;
+                Ok::<_, rusqlite::Error>(b.reply())
+            }
+        }))
+    }
+
+    /// The model registry: `action` registers the model, `compensate` removes it.
+    pub fn models_participant(&self) -> maas_saga::Participant {
+        self.guarded(|tx, call| {
+            let field = |k: &str| call.payload[k].as_str().unwrap_or_default().to_owned();
+            match call.op {
+                Operation::Action => {
+                    tx.execute(
+                        "INSERT INTO models (id, name, tenant, status)
+                         VALUES (?1, ?2, ?3, 'registered')",
+                        params![field("model"), field("name"), field("tenant")],
+                    )?;
+                }
+                Operation::Compensate => {
+                    tx.execute("DELETE FROM models WHERE id = ?1", params![field("model")])?;
+                }
+                _ => {}
+            }
+            Ok(None)
+        })
+    }
+
+    /// Billing: `action` deducts the build's cost from the tenant's quota (a tenant starts
+    /// with `initial` credits) and refuses when it would go negative; `compensate` refunds.
+    pub fn billing_participant(&self, initial: i64) -> maas_saga::Participant {
+        self.guarded(move |tx, call| {
+            let tenant = call.payload["tenant"].as_str().unwrap_or_default();
+            let cost = call.payload["cost"].as_i64().unwrap_or(0);
+            tx.execute(
+                "INSERT OR IGNORE INTO quota (tenant, amount) VALUES (?1, ?2)",
+                params![tenant, initial],
+            )?;
+            match call.op {
+                Operation::Action => {
+                    let n = tx.execute(
+                        "UPDATE quota SET amount = amount - ?2 WHERE tenant = ?1 AND amount >= ?2",
+                        params![tenant, cost],
+                    )?;
+                    if n == 0 {
+                        return Ok(Some(Reply::Rejected(format!(
+                            "tenant {tenant} has less than {cost} credits left"
+                        ))));
+                    }
+                }
+                Operation::Compensate => {
+                    tx.execute(
+                        "UPDATE quota SET amount = amount + ?2 WHERE tenant = ?1",
+                        params![tenant, cost],
+                    )?;
+                }
+                _ => {}
+            }
+            Ok(None)
+        })
+    }
+}

@@ -1,0 +1,218 @@
+//! The platform on embedded defaults, driven over real HTTP on 127.0.0.1: an upload commits
+//! its saga and gets built by the group; an upload past the quota is compensated (402) and
+//! registers nothing; a failing build ends `failed` with its task dead-lettered; inference
+//! degrades when the backend fails and the breaker opens; `/v1` answers 429 past the rate;
+//! errors are JSON; `/metrics` shows every crate's metrics.
+
+use std::time::{Duration, Instant};
+
+use maas_platform::{Config, Platform};
+use serde_json::{Value, json};
+
+fn config(rate_per_minute: u32) -> Config {
+    let dir = std::env::temp_dir().join(format!(
+        "maas-platform-test-{}-{}",
+        std::process::id(),
+        fastrand_suffix()
+    ));
+    Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir,
+        tenant_quota: 25,
+        build_cost: 10,
+        build_time: Duration::from_millis(20),
+        rate_per_minute,
+        breaker_open: Duration::from_secs(60),
+        ..Config::default()
+    }
+}
+
+fn fastrand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    h.finish()
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn post(&self, path: &str, tenant: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("x-tenant", tenant)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    /// Polls the model until its status is not `building` (or 10 s pass).
+    async fn settled(&self, id: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (code, model) = self.get(&format!("/v1/models/{id}")).await;
+            assert_eq!(code, 200, "{model}");
+            let status = model["status"].as_str().unwrap().to_owned();
+            if status != "building" || Instant::now() > deadline {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn start(rate_per_minute: u32) -> (Platform, Api, std::path::PathBuf) {
+    let config = config(rate_per_minute);
+    let dir = config.data_dir.clone();
+    let platform = Platform::start(config, prometheus::Registry::new())
+        .await
+        .expect("platform starts on embedded defaults");
+    let api = Api {
+        base: format!("http://{}", platform.addr()),
+        http: reqwest::Client::new(),
+    };
+    (platform, api, dir)
+}
+
+async fn stop(platform: Platform, dir: std::path::PathBuf) {
+    platform.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_build_quota_dlq_degradation_and_metrics() {
+    let (platform, api, dir) = start(10_000).await;
+
+    // Two uploads fit acme's 25 credits (10 each); both are built by the group.
+    let (code, first) = api
+        .post("/v1/models", "acme", json!({ "name": "llama-3-8b" }))
+        .await;
+    assert_eq!(code, 202, "{first}");
+    assert_eq!(first["status"], "building");
+    let id = first["id"].as_str().unwrap().to_owned();
+    assert_eq!(api.settled(&id).await, "ready");
+
+    // A build that fails: retried, then dead-lettered; the model ends `failed`.
+    let (code, broken) = api
+        .post("/v1/models", "acme", json!({ "name": "broken-weights" }))
+        .await;
+    assert_eq!(code, 202, "{broken}");
+    assert_eq!(api.settled(broken["id"].as_str().unwrap()).await, "failed");
+
+    // The third would overdraw: the saga compensates, nothing is registered or charged.
+    let (code, refused) = api
+        .post("/v1/models", "acme", json!({ "name": "mistral-7b" }))
+        .await;
+    assert_eq!(code, 402, "{refused}");
+    assert_eq!(refused["error"], "quota_exhausted");
+    assert_eq!(refused["saga_status"], "compensated");
+    let (_, quota) = api.get("/v1/tenants/acme/quota").await;
+    assert_eq!(quota["remaining"], 5);
+    // Another tenant has its own quota.
+    let (code, qwen) = api
+        .post("/v1/models", "globex", json!({ "name": "qwen" }))
+        .await;
+    assert_eq!(code, 202);
+    assert_eq!(api.settled(qwen["id"].as_str().unwrap()).await, "ready");
+
+    // Bad input: JSON errors with the right status.
+    let (code, err) = api.post("/v1/models", "acme", json!({ "nam": 1 })).await;
+    assert_eq!((code, err["error"].as_str()), (400, Some("bad_request")));
+    let (code, err) = api
+        .post("/v1/models", "acme", json!({ "name": "../../etc/passwd" }))
+        .await;
+    assert_eq!((code, err["error"].as_str()), (400, Some("bad_request")));
+    let (code, err) = api.get("/v1/models/m-0000000000000000").await;
+    assert_eq!((code, err["error"].as_str()), (404, Some("not_found")));
+
+    // Inference: normal, then degraded while the backend is down and the breaker opens.
+    let infer = format!("/v1/models/{id}/infer");
+    let (code, answer) = api.post(&infer, "acme", json!({ "prompt": "hi" })).await;
+    assert_eq!(code, 200);
+    assert_eq!(answer["degraded"], false);
+    let r = api
+        .http
+        .put(format!("{}/admin/backend", api.base))
+        .json(&json!({ "healthy": false }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut reasons = Vec::new();
+    for _ in 0..8 {
+        let (code, answer) = api.post(&infer, "acme", json!({ "prompt": "hi" })).await;
+        assert_eq!(code, 200, "degraded, not failed: {answer}");
+        assert_eq!(answer["degraded"], true);
+        reasons.push(answer["reason"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(reasons[0], "model backend unavailable");
+    assert_eq!(reasons.last().unwrap(), "circuit open", "{reasons:?}");
+
+    // Every crate reports on the one /metrics page.
+    let text = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        r#"http_requests_total{method="POST",path="/v1/models",status="402"} 1"#,
+        r#"http_requests_total{method="POST",path="/v1/models",status="202"} 3"#,
+        r#"maas_saga_finished_total{status="compensated"} 1"#,
+        r#"maas_breaker_state{breaker="inference"} 1"#,
+        r#"maas_platform_builds_total{outcome="built"} 2"#,
+        "maas_ratelimit_allowed_total",
+        "maas_queue_",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    stop(platform, dir).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_is_rate_limited_per_tenant() {
+    let (platform, api, dir) = start(5).await;
+    let mut codes = Vec::new();
+    for _ in 0..7 {
+        codes.push(api.get("/v1/tenants/acme/quota").await.0);
+    }
+    assert_eq!(codes, [200, 200, 200, 200, 200, 429, 429]);
+    let r = api
+        .http
+        .get(format!("{}/v1/tenants/acme/quota", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    // Another tenant is not affected; operator routes are not limited.
+    let r = api
+        .http
+        .get(format!("{}/v1/tenants/globex/quota", api.base))
+        .header("x-tenant", "globex")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(api.get("/health").await.0, 200);
+    stop(platform, dir).await;
+}
