@@ -33,6 +33,10 @@ pub struct AppState {
     pub build_cost: i64,
     /// Credits a new tenant starts with.
     pub tenant_quota: i64,
+    /// Where alerts are relayed.
+    pub robots: crate::alerts::Robots,
+    /// The client that calls the robots.
+    pub http: reqwest::Client,
 }
 
 /// The tenant a request acts for: the `x-tenant` header, else `default`.
@@ -62,6 +66,7 @@ pub fn routes(state: AppState) -> (Router, Router) {
     let ops = Router::new()
         .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/admin/backend", put(set_backend))
+        .route("/admin/alerts", post(relay_alerts))
         .with_state(state);
     (v1, ops)
 }
@@ -79,6 +84,8 @@ pub enum ApiError {
     QuotaExhausted { saga: String, message: String },
     /// 503: a dependency failed.
     Unavailable(String),
+    /// 502: a robot refused an alert (Alertmanager retries).
+    DeliveryFailed(String),
 }
 
 impl IntoResponse for ApiError {
@@ -104,6 +111,10 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(m) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({ "error": "unavailable", "message": m }),
+            ),
+            ApiError::DeliveryFailed(m) => (
+                StatusCode::BAD_GATEWAY,
+                json!({ "error": "delivery_failed", "message": m }),
             ),
         };
         (status, Json(body)).into_response()
@@ -257,4 +268,25 @@ async fn set_backend(
     Ok(Json(
         json!({ "healthy": healthy, "breaker": s.inference.breaker_state() }),
     ))
+}
+
+/// `POST /admin/alerts`: Alertmanager's webhook; relays the notification to the robots.
+async fn relay_alerts(
+    State(s): State<AppState>,
+    json: Result<Json<crate::alerts::Notification>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let n = body(json)?;
+    if !s.robots.any() {
+        tracing::warn!(title = %n.title(), "alert received but no robot is configured");
+        return Ok(Json(
+            json!({ "delivered": false, "reason": "no robot configured" }),
+        ));
+    }
+    let errors = s.robots.deliver(&s.http, &n).await;
+    if !errors.is_empty() {
+        tracing::error!(title = %n.title(), ?errors, "alert delivery failed");
+        return Err(ApiError::DeliveryFailed(errors.join("; ")));
+    }
+    tracing::info!(title = %n.title(), "alert relayed");
+    Ok(Json(json!({ "delivered": true })))
 }

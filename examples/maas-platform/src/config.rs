@@ -37,6 +37,8 @@ pub struct Config {
     pub builders: usize,
     /// How long the inference breaker stays open (`MAAS_BREAKER_OPEN_SECS`, default 5).
     pub breaker_open: Duration,
+    /// Alert robots: `MAAS_DINGTALK_WEBHOOK` (+ `MAAS_DINGTALK_SECRET`), `MAAS_WECOM_WEBHOOK`.
+    pub robots: crate::alerts::Robots,
 }
 
 impl Default for Config {
@@ -51,6 +53,7 @@ impl Default for Config {
             build_time: Duration::from_millis(300),
             builders: 3,
             breaker_open: Duration::from_secs(5),
+            robots: crate::alerts::Robots::default(),
         }
     }
 }
@@ -100,6 +103,18 @@ impl Config {
             c.breaker_open =
                 Duration::from_secs(positive::<u32>("MAAS_BREAKER_OPEN_SECS", &v)?.into());
         }
+        for (name, slot) in [
+            ("MAAS_DINGTALK_WEBHOOK", &mut c.robots.dingtalk),
+            ("MAAS_WECOM_WEBHOOK", &mut c.robots.wecom),
+        ] {
+            if let Some(v) = lookup(name) {
+                if !(v.starts_with("https://") || v.starts_with("http://")) {
+                    return Err(refuse(name, &v, "expected the robot's webhook URL"));
+                }
+                *slot = Some(v);
+            }
+        }
+        c.robots.dingtalk_secret = lookup("MAAS_DINGTALK_SECRET");
         Ok(c)
     }
 }

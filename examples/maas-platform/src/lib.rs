@@ -10,12 +10,14 @@
 //! * Inference goes through a **circuit breaker** with **degradation** (`maas-breaker`): when
 //!   the model backend fails, a fallback model answers and says so.
 //! * **Telemetry** (`maas-telemetry`): RED metrics by route, every crate's metrics on one
-//!   `/metrics`, a server span per request, JSON logs carrying trace ids.
+//!   `/metrics`, a server span per request, JSON logs carrying trace ids; Alertmanager's
+//!   notifications are relayed to DingTalk and WeCom robots ([`alerts`]).
 //!
 //! On embedded defaults it needs nothing else: an in-memory Kafka broker and SQLite files in
 //! a temporary directory. `MAAS_KAFKA_BROKERS` switches to a real Kafka cluster; see
 //! [`Config`] for every setting.
 
+pub mod alerts;
 mod api;
 mod builders;
 mod config;
@@ -196,6 +198,8 @@ impl Platform {
             inference,
             build_cost: config.build_cost,
             tenant_quota: config.tenant_quota,
+            robots: config.robots.clone(),
+            http: reqwest::Client::new(),
         };
         let (v1, ops) = api::routes(state);
         let v1 = v1.layer(
