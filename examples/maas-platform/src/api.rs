@@ -180,13 +180,14 @@ async fn upload(
     }
     s.store
         .set_status(&id, "building")
+        .await
         .map_err(|e| unavailable("updating the model", e))?;
     let mut task = Record::new(TOPIC, json!({ "model": id }).to_string()).key(id.clone());
     if let Some(tp) = maas_telemetry::propagation::current_traceparent() {
         task = task.header("traceparent", tp);
     }
     if let Err(e) = s.producer.send(task).await {
-        let _ = s.store.set_status(&id, "failed");
+        let _ = s.store.set_status(&id, "failed").await;
         return Err(unavailable("queueing the build", e));
     }
     tracing::info!(model = %id, %name, %tenant, saga = %outcome.id, "model registered; build queued");
@@ -206,6 +207,7 @@ async fn model(
 ) -> Result<Json<crate::store::Model>, ApiError> {
     s.store
         .model(&id)
+        .await
         .map_err(|e| unavailable("reading the model", e))?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no model {id}")))
@@ -219,6 +221,7 @@ async fn quota(
     let left = s
         .store
         .quota(&tenant)
+        .await
         .map_err(|e| unavailable("reading the quota", e))?
         .unwrap_or(s.tenant_quota);
     Ok(Json(
@@ -241,6 +244,7 @@ async fn infer(
     let model = s
         .store
         .model(&id)
+        .await
         .map_err(|e| unavailable("reading the model", e))?
         .ok_or_else(|| ApiError::NotFound(format!("no model {id}")))?;
     if model.status != "ready" {

@@ -79,7 +79,7 @@ impl Builder {
             .as_str()
             .ok_or_else(|| Poison::new("a build task needs a `model` id"))?
             .to_owned();
-        let Some(model) = self.store.model(&id)? else {
+        let Some(model) = self.store.model(&id).await? else {
             // Compensated after the task was sent, or never registered: nothing to build.
             tracing::warn!(model = %id, "build task for an unknown model; skipped");
             self.builds.with_label_values(&["skipped"]).inc();
@@ -88,16 +88,17 @@ impl Builder {
         tokio::time::sleep(self.build_time).await;
         if model.name.contains("broken") {
             // The demo's failing build: retried, then dead-lettered with this reason.
-            self.store.set_status(&id, "failed")?;
+            // Counted first: whoever sees the status can rely on the count.
             self.builds.with_label_values(&["failed"]).inc();
+            self.store.set_status(&id, "failed").await?;
             return Err(BuildFailed {
                 model: id,
                 reason: "the weights do not load".into(),
             }
             .into());
         }
-        self.store.set_status(&id, "ready")?;
         self.builds.with_label_values(&["built"]).inc();
+        self.store.set_status(&id, "ready").await?;
         tracing::info!(model = %id, name = %model.name, "model built");
         Ok(())
     }

@@ -23,6 +23,12 @@ pub struct Config {
     pub addr: SocketAddr,
     /// Where the SQLite files live (`MAAS_DATA_DIR`, default `<temp>/maas-platform`).
     pub data_dir: PathBuf,
+    /// PostgreSQL for models, quota and sagas, shared by replicas (`MAAS_DATABASE_URL`,
+    /// libpq style: `host=db user=maas dbname=maas`); none: SQLite files in `data_dir`.
+    pub database_url: Option<String>,
+    /// This instance's name, which owns its sagas so that a restart recovers them
+    /// (`MAAS_INSTANCE`, else `HOSTNAME` — the pod name in Kubernetes — else `maas-platform`).
+    pub instance: String,
     /// Kafka brokers (`MAAS_KAFKA_BROKERS`, comma-separated); none: the in-memory broker.
     pub kafka_brokers: Option<Vec<String>>,
     /// Requests per minute per tenant on `/v1` (`MAAS_RATE_PER_MINUTE`, default 600).
@@ -46,6 +52,8 @@ impl Default for Config {
         Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: std::env::temp_dir().join("maas-platform"),
+            database_url: None,
+            instance: "maas-platform".to_owned(),
             kafka_brokers: None,
             rate_per_minute: 600,
             tenant_quota: 100,
@@ -72,6 +80,10 @@ impl Config {
         }
         if let Some(v) = lookup("MAAS_DATA_DIR") {
             c.data_dir = PathBuf::from(v);
+        }
+        c.database_url = lookup("MAAS_DATABASE_URL");
+        if let Some(v) = lookup("MAAS_INSTANCE").or_else(|| lookup("HOSTNAME")) {
+            c.instance = v;
         }
         if let Some(v) = lookup("MAAS_KAFKA_BROKERS") {
             let brokers: Vec<String> = v.split(',').map(|b| b.trim().to_owned()).collect();

@@ -14,8 +14,9 @@
 //!   notifications are relayed to DingTalk and WeCom robots ([`alerts`]).
 //!
 //! On embedded defaults it needs nothing else: an in-memory Kafka broker and SQLite files in
-//! a temporary directory. `MAAS_KAFKA_BROKERS` switches to a real Kafka cluster; see
-//! [`Config`] for every setting.
+//! a temporary directory. `MAAS_KAFKA_BROKERS` switches to a real Kafka cluster and
+//! `MAAS_DATABASE_URL` to PostgreSQL, which several replicas share; see [`Config`] for every
+//! setting.
 
 pub mod alerts;
 mod api;
@@ -31,7 +32,7 @@ use std::time::Duration;
 use maas_queue::{ConsumerHandle, GroupConsumer, MemoryBroker, Producer};
 use maas_ratelimit::{KeyedLimiter, Quota, RateLimitLayer};
 use maas_saga::Engine;
-use maas_saga::store::SqliteStore;
+use maas_saga::store::{PgStore, SagaStore, SqliteStore};
 use maas_telemetry::{HttpMetricsLayer, HttpTraceLayer, metrics_router};
 use prometheus::{IntCounterVec, Opts, Registry};
 use tokio::sync::oneshot;
@@ -58,7 +59,7 @@ pub enum PlatformError {
     },
     /// The application database.
     #[error("application database: {0}")]
-    Database(#[from] rusqlite::Error),
+    Database(String),
     /// The saga engine or its store.
     #[error("saga engine: {0}")]
     Saga(String),
@@ -68,6 +69,10 @@ pub enum PlatformError {
     /// A metric could not be registered.
     #[error("metrics: {0}")]
     Metrics(String),
+}
+
+fn db_err(e: impl std::fmt::Display) -> PlatformError {
+    PlatformError::Database(e.to_string())
 }
 
 fn saga_err(e: impl std::fmt::Display) -> PlatformError {
@@ -96,11 +101,27 @@ impl Platform {
     /// Starts everything and listens on `config.addr`; every crate's metrics register in
     /// `registry`, which `/metrics` serves.
     pub async fn start(config: Config, registry: Registry) -> Result<Platform, PlatformError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| PlatformError::Io {
-            what: format!("creating {}", config.data_dir.display()),
-            source,
-        })?;
-        let store = store::Store::open(&config.data_dir)?;
+        // Models, quota and sagas: PostgreSQL when replicas share them, else SQLite files.
+        let (store, sagas): (store::Store, Arc<dyn SagaStore>) = match &config.database_url {
+            Some(url) => (
+                store::Store::Postgres(store::PgApp::connect(url).await.map_err(db_err)?),
+                Arc::new(PgStore::connect(url).await.map_err(saga_err)?),
+            ),
+            None => {
+                std::fs::create_dir_all(&config.data_dir).map_err(|source| PlatformError::Io {
+                    what: format!("creating {}", config.data_dir.display()),
+                    source,
+                })?;
+                (
+                    store::Store::Sqlite(store::SqliteApp::open(&config.data_dir).map_err(db_err)?),
+                    Arc::new(
+                        SqliteStore::open(config.data_dir.join("sagas.db"))
+                            .await
+                            .map_err(saga_err)?,
+                    ),
+                )
+            }
+        };
 
         let saga_metrics =
             maas_saga::metrics::SagaMetrics::register(&registry).map_err(metrics_err)?;
@@ -122,14 +143,11 @@ impl Platform {
             .register(Box::new(builds.clone()))
             .map_err(metrics_err)?;
 
-        let sagas = SqliteStore::open(config.data_dir.join("sagas.db"))
-            .await
-            .map_err(saga_err)?;
         let engine = Arc::new(
-            Engine::builder(sagas)
+            Engine::builder_arc(sagas)
                 .participant("models", store.models_participant())
                 .participant("billing", store.billing_participant(config.tenant_quota))
-                .owner("maas-platform")
+                .owner(config.instance.clone())
                 .metrics(&saga_metrics)
                 .start()
                 .await
@@ -239,7 +257,9 @@ impl Platform {
                 })
                 .await
         });
-        tracing::info!(%addr, data_dir = %config.data_dir.display(),
+        tracing::info!(%addr, instance = %config.instance,
+            database = if config.database_url.is_some() { "postgres" } else { "sqlite" },
+            data_dir = %config.data_dir.display(),
             broker = if memory.is_some() { "in-memory" } else { "kafka" },
             builders = config.builders, "maas-platform listening");
         Ok(Platform {

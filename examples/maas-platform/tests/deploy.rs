@@ -2,6 +2,8 @@
 //! rules` and their unit tests (`promtool test rules`), and every metric the Grafana dashboard
 //! and the alerts query is one the running platform actually exports.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -111,27 +113,18 @@ async fn dashboard_and_alerts_query_metrics_the_platform_exports() {
     // inference (breaker), and enough requests to be rate limited.
     let mut ids = Vec::new();
     for name in ["dash-model", "broken-dash"] {
-        let r: Value = http
-            .post(format!("{base}/v1/models"))
-            .json(&json!({ "name": name }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, r) = support::post_json(
+            &http,
+            &format!("{base}/v1/models"),
+            None,
+            &json!({ "name": name }),
+        )
+        .await;
         ids.push(r["id"].as_str().unwrap().to_owned());
     }
     let mut status = String::new();
     for _ in 0..200 {
-        let m: Value = http
-            .get(format!("{base}/v1/models/{}", ids[0]))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let m = support::get_json(&http, &format!("{base}/v1/models/{}", ids[0])).await;
         status = m["status"].as_str().unwrap().to_owned();
         if status == "ready" {
             break;

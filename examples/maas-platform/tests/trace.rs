@@ -2,6 +2,8 @@
 //! (written by a builder, after the task crossed the broker) carry the same trace id.
 //! Installs the global subscriber, so it is the only test in this binary.
 
+mod support;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -64,15 +66,13 @@ async fn the_build_logs_in_the_trace_of_the_upload() {
     )
     .await
     .unwrap();
-    let r: serde_json::Value = reqwest::Client::new()
-        .post(format!("http://{}/v1/models", platform.addr()))
-        .json(&serde_json::json!({ "name": "traced-model" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, r) = support::post_json(
+        &reqwest::Client::new(),
+        &format!("http://{}/v1/models", platform.addr()),
+        None,
+        &serde_json::json!({ "name": "traced-model" }),
+    )
+    .await;
     let id = r["id"].as_str().unwrap().to_owned();
     let deadline = Instant::now() + Duration::from_secs(10);
     let built = loop {

@@ -1,9 +1,5 @@
-//! The platform's own data — models and tenants' quota — in SQLite, and the two saga
-//! participants that change it: the model registry and billing.
-//!
-//! Both participants protect every operation with the saga barrier, so a retried or late
-//! call applies at most once and a compensation never runs before (or without) its action.
-//! SQLite calls are short and local; they run inline on the runtime's threads.
+//! Models and quota in SQLite (one instance: embedded mode). SQLite calls are short and
+//! local; they run inline on the runtime's threads.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,31 +7,19 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use maas_saga::barrier::{BranchKey, sqlite as barrier};
 use maas_saga::{BranchCall, Operation, Reply, participant};
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
 use tower::service_fn;
 
-/// A model as the API shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Model {
-    /// Its id (`m-` and 16 hex digits).
-    pub id: String,
-    /// The name given at upload.
-    pub name: String,
-    /// The tenant that owns it.
-    pub tenant: String,
-    /// `registered`, `building`, `ready` or `failed`.
-    pub status: String,
-}
+use super::Model;
 
-/// The application database, shared by the API, the participants and the builders.
+/// The application database in SQLite.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub struct SqliteApp {
     db: Arc<Mutex<Connection>>,
 }
 
-impl Store {
+impl SqliteApp {
     /// Opens (and creates) `app.db` in `dir`.
-    pub fn open(dir: &Path) -> rusqlite::Result<Store> {
+    pub fn open(dir: &Path) -> rusqlite::Result<SqliteApp> {
         let conn = Connection::open(dir.join("app.db"))?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
@@ -46,7 +30,7 @@ impl Store {
                  tenant TEXT PRIMARY KEY, amount INTEGER NOT NULL CHECK (amount >= 0));",
         )?;
         barrier::migrate(&conn)?;
-        Ok(Store {
+        Ok(SqliteApp {
             db: Arc::new(Mutex::new(conn)),
         })
     }

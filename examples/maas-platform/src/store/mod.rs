@@ -1,0 +1,90 @@
+//! The platform's own data — models and tenants' quota — and the two saga participants that
+//! change it: the model registry and billing. SQLite for one instance (embedded mode),
+//! PostgreSQL when replicas share the data.
+//!
+//! Both participants protect every operation with the saga barrier, so a retried or late
+//! call applies at most once and a compensation never runs before (or without) its action.
+
+mod postgres;
+mod sqlite;
+
+use serde::Serialize;
+
+pub use postgres::PgApp;
+pub use sqlite::SqliteApp;
+
+/// A model as the API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Model {
+    /// Its id (`m-` and 16 hex digits).
+    pub id: String,
+    /// The name given at upload.
+    pub name: String,
+    /// The tenant that owns it.
+    pub tenant: String,
+    /// `registered`, `building`, `ready` or `failed`.
+    pub status: String,
+}
+
+/// A failed database call.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL.
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
+/// The application database, shared by the API, the participants and the builders.
+#[derive(Clone)]
+pub enum Store {
+    /// One instance's SQLite file.
+    Sqlite(SqliteApp),
+    /// A PostgreSQL database the replicas share.
+    Postgres(PgApp),
+}
+
+impl Store {
+    /// The model `id`, if registered.
+    pub async fn model(&self, id: &str) -> Result<Option<Model>, StoreError> {
+        Ok(match self {
+            Store::Sqlite(s) => s.model(id)?,
+            Store::Postgres(p) => p.model(id).await?,
+        })
+    }
+
+    /// Sets a model's status; `false` when there is no such model.
+    pub async fn set_status(&self, id: &str, status: &str) -> Result<bool, StoreError> {
+        Ok(match self {
+            Store::Sqlite(s) => s.set_status(id, status)?,
+            Store::Postgres(p) => p.set_status(id, status).await?,
+        })
+    }
+
+    /// A tenant's remaining quota (`None` before its first upload).
+    pub async fn quota(&self, tenant: &str) -> Result<Option<i64>, StoreError> {
+        Ok(match self {
+            Store::Sqlite(s) => s.quota(tenant)?,
+            Store::Postgres(p) => p.quota(tenant).await?,
+        })
+    }
+
+    /// The model registry: `action` registers the model, `compensate` removes it.
+    pub fn models_participant(&self) -> maas_saga::Participant {
+        match self {
+            Store::Sqlite(s) => s.models_participant(),
+            Store::Postgres(p) => p.models_participant(),
+        }
+    }
+
+    /// Billing: `action` deducts the build's cost from the tenant's quota (a tenant starts
+    /// with `initial` credits) and refuses when it would go negative; `compensate` refunds.
+    pub fn billing_participant(&self, initial: i64) -> maas_saga::Participant {
+        match self {
+            Store::Sqlite(s) => s.billing_participant(initial),
+            Store::Postgres(p) => p.billing_participant(initial),
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Models and quota in PostgreSQL: what several replicas share. The participants use the
+//! saga barrier's PostgreSQL flavour inside the same transaction as their change.
+
+use std::sync::Arc;
+
+use maas_saga::barrier::{BranchKey, postgres as barrier};
+use maas_saga::{BranchCall, Operation, Reply, participant};
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, NoTls};
+use tower::service_fn;
+
+use super::Model;
+
+/// The application database in PostgreSQL (one connection; transactions take turns).
+#[derive(Clone)]
+pub struct PgApp {
+    client: Arc<Mutex<Client>>,
+}
+
+/// Which participant a call is for.
+#[derive(Clone, Copy)]
+enum Change {
+    Models,
+    Billing { initial: i64 },
+}
+
+impl PgApp {
+    /// Connects (libpq-style `config`, e.g. `host=db user=maas dbname=maas`) and creates the
+    /// tables if needed; replicas starting together take turns through an advisory lock.
+    pub async fn connect(config: &str) -> Result<PgApp, tokio_postgres::Error> {
+        let (client, connection) = tokio_postgres::connect(config, NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::error!(error = %e, "application database connection ended");
+            }
+        });
+        client
+            .batch_execute(
+                "SELECT pg_advisory_lock(7465001);
+                 CREATE TABLE IF NOT EXISTS maas_platform_models (
+                     id TEXT PRIMARY KEY, name TEXT NOT NULL, tenant TEXT NOT NULL,
+                     status TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS maas_platform_quota (
+                     tenant TEXT PRIMARY KEY, amount BIGINT NOT NULL CHECK (amount >= 0));",
+            )
+            .await?;
+        let migrated = barrier::migrate(&client).await;
+        client
+            .batch_execute("SELECT pg_advisory_unlock(7465001)")
+            .await?;
+        migrated?;
+        Ok(PgApp {
+            client: Arc::new(Mutex::new(client)),
+        })
+    }
+
+    pub(super) async fn model(&self, id: &str) -> Result<Option<Model>, tokio_postgres::Error> {
+        let row = self
+            .client
+            .lock()
+            .await
+            .query_opt(
+                "SELECT id, name, tenant, status FROM maas_platform_models WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        Ok(row.map(|r| Model {
+            id: r.get(0),
+            name: r.get(1),
+            tenant: r.get(2),
+            status: r.get(3),
+        }))
+    }
+
+    pub(super) async fn set_status(
+        &self,
+        id: &str,
+        status: &str,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let n = self
+            .client
+            .lock()
+            .await
+            .execute(
+                "UPDATE maas_platform_models SET status = $2 WHERE id = $1",
+                &[&id, &status],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    pub(super) async fn quota(&self, tenant: &str) -> Result<Option<i64>, tokio_postgres::Error> {
+        let row = self
+            .client
+            .lock()
+            .await
+            .query_opt(
+                "SELECT amount FROM maas_platform_quota WHERE tenant = $1",
+                &[&tenant],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    pub(super) fn models_participant(&self) -> maas_saga::Participant {
+        self.guarded(Change::Models)
+    }
+
+    pub(super) fn billing_participant(&self, initial: i64) -> maas_saga::Participant {
+        self.guarded(Change::Billing { initial })
+    }
+
+    /// A participant applying `change` in one transaction behind the saga barrier.
+    fn guarded(&self, change: Change) -> maas_saga::Participant {
+        let app = self.clone();
+        participant(service_fn(move |call: BranchCall| {
+            let app = app.clone();
+            async move {
+                let mut client = app.client.lock().await;
+                let tx = client.transaction().await?;
+                let b = barrier::enter(&tx, &BranchKey::of(&call)).await?;
+                if b.should_apply()
+                    && let Some(refusal) = apply(&tx, &call, change).await?
+                {
+                    return Ok(refusal); // dropping `tx` rolls back, barrier row included
+                }
+                tx.commit().await?;
+                Ok::<_, tokio_postgres::Error>(b.reply())
+            }
+        }))
+    }
+}
+
+/// The change itself; `Some(reply)` refuses the call.
+async fn apply(
+    tx: &tokio_postgres::Transaction<'_>,
+    call: &BranchCall,
+    change: Change,
+) -> Result<Option<Reply>, tokio_postgres::Error> {
+    let field = |k: &str| call.payload[k].as_str().unwrap_or_default().to_owned();
+    match (change, &call.op) {
+        (Change::Models, Operation::Action) => {
+            tx.execute(
+                "INSERT INTO maas_platform_models (id, name, tenant, status)
+                 VALUES ($1, $2, $3, 'registered')",
+                &[&field("model"), &field("name"), &field("tenant")],
+            )
+            .await?;
+        }
+        (Change::Models, Operation::Compensate) => {
+            tx.execute(
+                "DELETE FROM maas_platform_models WHERE id = $1",
+                &[&field("model")],
+            )
+            .await?;
+        }
+        (Change::Billing { initial }, op) => {
+            let tenant = field("tenant");
+            let cost = call.payload["cost"].as_i64().unwrap_or(0);
+            tx.execute(
+                "INSERT INTO maas_platform_quota (tenant, amount) VALUES ($1, $2)
+                 ON CONFLICT DO NOTHING",
+                &[&tenant, &initial],
+            )
+            .await?;
+            match op {
+                Operation::Action => {
+                    let n = tx
+                        .execute(
+                            "UPDATE maas_platform_quota SET amount = amount - $2
+                             WHERE tenant = $1 AND amount >= $2",
+                            &[&tenant, &cost],
+                        )
+                        .await?;
+                    if n == 0 {
+                        return Ok(Some(Reply::Rejected(format!(
+                            "tenant {tenant} has less than {cost} credits left"
+                        ))));
+                    }
+                }
+                Operation::Compensate => {
+                    tx.execute(
+                        "UPDATE maas_platform_quota SET amount = amount + $2 WHERE tenant = $1",
+                        &[&tenant, &cost],
+                    )
+                    .await?;
+                }
+                _ => {}
+            }
+        }
+        _ => {}
+    }
+    Ok(None)
+}
