@@ -1,6 +1,8 @@
-//! The monitoring artefacts under `deploy/` hold up: the alert rules pass `promtool check
-//! rules` and their unit tests (`promtool test rules`), and every metric the Grafana dashboard
-//! and the alerts query is one the running platform actually exports.
+//! The artefacts under `deploy/` hold up: the alert rules pass `promtool check rules` and
+//! their unit tests (`promtool test rules`); every metric the Grafana dashboard and the alerts
+//! query is one the running platform actually exports; the Helm chart lints, renders exactly
+//! the committed Kubernetes manifests, and every rendering validates strictly against the
+//! Kubernetes API schemas.
 
 mod support;
 
@@ -15,23 +17,97 @@ fn deploy() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy")
 }
 
-fn promtool(args: &[&str]) {
-    let out = std::process::Command::new("promtool")
+/// Runs `program` in `deploy/<dir>`; its standard output. Fails, saying how to install the
+/// tool, when it is missing.
+fn run(program: &str, args: &[&str], dir: &str) -> String {
+    let out = std::process::Command::new(program)
         .args(args)
-        .current_dir(deploy().join("prometheus"))
+        .current_dir(deploy().join(dir))
         .output()
         .unwrap_or_else(|e| {
-            panic!(
-                "cannot run promtool ({e}); install it with `scripts/dev-services up` \
-                 (Debian package `prometheus`)"
-            )
+            panic!("cannot run {program} ({e}); install it with `scripts/dev-services up`")
         });
     assert!(
         out.status.success(),
-        "promtool {args:?} failed:\n{}{}",
+        "{program} {args:?} failed:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn promtool(args: &[&str]) {
+    run("promtool", args, "prometheus");
+}
+
+#[test]
+fn helm_chart_renders_the_committed_manifests_and_they_validate() {
+    run("helm", &["lint", "--strict", "maas-platform"], "helm");
+    let rendered = run(
+        "helm",
+        &["template", "maas-platform", "maas-platform"],
+        "helm",
+    );
+    let committed = std::fs::read_to_string(deploy().join("k8s/maas-platform.yaml")).unwrap();
+    let committed: String = committed
+        .lines()
+        .skip_while(|l| l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        committed.trim() == rendered.trim(),
+        "deploy/k8s/maas-platform.yaml is out of date: regenerate it with \
+         `helm template maas-platform examples/maas-platform/deploy/helm/maas-platform`"
+    );
+    for needle in [
+        "kind: HorizontalPodAutoscaler",
+        "maxUnavailable: 0",
+        "name: MAAS_INSTANCE",
+        "readOnlyRootFilesystem: true",
+        "checksum/config:",
+    ] {
+        assert!(
+            rendered.contains(needle),
+            "{needle} missing from the rendered chart"
+        );
+    }
+    // A second rendering: fixed replicas, credentials from an existing Secret, no Ingress.
+    let variant = run(
+        "helm",
+        &[
+            "template",
+            "maas-platform",
+            "maas-platform",
+            "--set",
+            "autoscaling.enabled=false",
+            "--set",
+            "existingSecret=platform-credentials",
+            "--set",
+            "ingress.enabled=false",
+        ],
+        "helm",
+    );
+    assert!(variant.contains("replicas: 3") && !variant.contains("kind: Secret"));
+    let dir = std::env::temp_dir().join(format!("maas-platform-k8s-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, manifests) in [("default.yaml", &rendered), ("variant.yaml", &variant)] {
+        let path = dir.join(name);
+        std::fs::write(&path, manifests).unwrap();
+        let out = run(
+            "python3",
+            &[
+                "-m",
+                "kubernetes_validate",
+                "--strict",
+                "-k",
+                "1.33.0",
+                path.to_str().unwrap(),
+            ],
+            "k8s",
+        );
+        assert!(!out.contains("ERROR"), "{out}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
