@@ -14,7 +14,6 @@ use maas_saga::{Engine, Saga, Status, Step};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::builders::TOPIC;
 use crate::inference::Inference;
 use crate::store::Store;
 
@@ -33,6 +32,8 @@ pub struct AppState {
     pub build_cost: i64,
     /// Credits a new tenant starts with.
     pub tenant_quota: i64,
+    /// The topic of build tasks.
+    pub topic: String,
     /// Where alerts are relayed.
     pub robots: crate::alerts::Robots,
     /// The client that calls the robots.
@@ -182,7 +183,8 @@ async fn upload(
         .set_status(&id, "building")
         .await
         .map_err(|e| unavailable("updating the model", e))?;
-    let mut task = Record::new(TOPIC, json!({ "model": id }).to_string()).key(id.clone());
+    let mut task =
+        Record::new(s.topic.as_str(), json!({ "model": id }).to_string()).key(id.clone());
     if let Some(tp) = maas_telemetry::propagation::current_traceparent() {
         task = task.header("traceparent", tp);
     }

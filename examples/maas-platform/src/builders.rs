@@ -15,11 +15,11 @@ use tracing::Instrument;
 
 use crate::store::Store;
 
-/// The topic of build tasks.
+/// The topic of build tasks, unless `MAAS_BUILD_TOPIC` names another.
 pub const TOPIC: &str = "model-build-tasks";
-/// Its partitions.
+/// Its partitions (when the platform creates it).
 pub const PARTITIONS: i32 = 6;
-/// The consumer group.
+/// The consumer group, unless `MAAS_BUILD_GROUP` names another.
 pub const GROUP: &str = "model-builders";
 
 /// What a build needs besides the task.
@@ -29,6 +29,8 @@ pub struct Builder {
     pub store: Store,
     /// How long a build takes.
     pub build_time: Duration,
+    /// The topic of build tasks.
+    pub topic: String,
     /// `maas_platform_builds_total{outcome}` (attempts: a failing build counts each try).
     pub builds: IntCounterVec,
 }
@@ -51,7 +53,7 @@ impl Builder {
     ) -> Result<ConsumerHandle, maas_queue::ConfigError> {
         let this = self.clone();
         let consumer = consumer
-            .topics([TOPIC])
+            .topics([self.topic.as_str()])
             .client_id(format!("builder-{member}"))
             .key_parallelism(4)
             .failure_policy(FailurePolicy::default().retries(2, Duration::from_millis(50)))
@@ -85,6 +87,12 @@ impl Builder {
             self.builds.with_label_values(&["skipped"]).inc();
             return Ok(());
         };
+        if model.status == "ready" {
+            // Delivery is at least once: a task handled again after a rebalance finds the
+            // model built and does nothing.
+            self.builds.with_label_values(&["skipped"]).inc();
+            return Ok(());
+        }
         tokio::time::sleep(self.build_time).await;
         if model.name.contains("broken") {
             // The demo's failing build: retried, then dead-lettered with this reason.

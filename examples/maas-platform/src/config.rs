@@ -31,6 +31,11 @@ pub struct Config {
     pub instance: String,
     /// Kafka brokers (`MAAS_KAFKA_BROKERS`, comma-separated); none: the in-memory broker.
     pub kafka_brokers: Option<Vec<String>>,
+    /// The topic of build tasks (`MAAS_BUILD_TOPIC`, default `model-build-tasks`); its
+    /// dead-letter topic is `<topic>.dlq`. Both are created if missing.
+    pub build_topic: String,
+    /// The builders' consumer group (`MAAS_BUILD_GROUP`, default `model-builders`).
+    pub build_group: String,
     /// Requests per minute per tenant on `/v1` (`MAAS_RATE_PER_MINUTE`, default 600).
     pub rate_per_minute: u32,
     /// Quota credits each new tenant starts with (`MAAS_TENANT_QUOTA`, default 100).
@@ -55,6 +60,8 @@ impl Default for Config {
             database_url: None,
             instance: "maas-platform".to_owned(),
             kafka_brokers: None,
+            build_topic: crate::builders::TOPIC.to_owned(),
+            build_group: crate::builders::GROUP.to_owned(),
             rate_per_minute: 600,
             tenant_quota: 100,
             build_cost: 10,
@@ -95,6 +102,25 @@ impl Config {
                 ));
             }
             c.kafka_brokers = Some(brokers);
+        }
+        if let Some(v) = lookup("MAAS_BUILD_TOPIC") {
+            // Kafka's topic rules, leaving room for the `.dlq` suffix.
+            let legal = v.len() <= 245
+                && v != "."
+                && v != ".."
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            if !legal {
+                return Err(refuse(
+                    "MAAS_BUILD_TOPIC",
+                    &v,
+                    "a Kafka topic name: up to 245 letters, digits, '.', '_' or '-'",
+                ));
+            }
+            c.build_topic = v;
+        }
+        if let Some(v) = lookup("MAAS_BUILD_GROUP") {
+            c.build_group = v;
         }
         if let Some(v) = lookup("MAAS_RATE_PER_MINUTE") {
             c.rate_per_minute = positive("MAAS_RATE_PER_MINUTE", &v)?;
@@ -181,6 +207,7 @@ mod tests {
             ("MAAS_BUILDERS", "0"),
             ("MAAS_RATE_PER_MINUTE", "-3"),
             ("MAAS_KAFKA_BROKERS", "kafka"),
+            ("MAAS_BUILD_TOPIC", "build tasks"),
         ] {
             let err = Config::from_lookup(|n| (n == name).then(|| value.to_owned())).unwrap_err();
             assert_eq!(err.name, name);

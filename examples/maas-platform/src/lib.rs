@@ -166,21 +166,22 @@ impl Platform {
         }
         let producer = producer.build().map_err(queue_err)?;
         producer
-            .create_topic(TOPIC, PARTITIONS)
+            .create_topic(&config.build_topic, PARTITIONS)
             .await
             .map_err(queue_err)?;
         producer
-            .create_topic(&format!("{TOPIC}.dlq"), PARTITIONS)
+            .create_topic(&format!("{}.dlq", config.build_topic), PARTITIONS)
             .await
             .map_err(queue_err)?;
         let builder = builders::Builder {
             store: store.clone(),
             build_time: config.build_time,
+            topic: config.build_topic.clone(),
             builds,
         };
         let mut members = Vec::with_capacity(config.builders);
         for i in 0..config.builders {
-            let mut consumer = GroupConsumer::builder(brokers.clone(), GROUP);
+            let mut consumer = GroupConsumer::builder(brokers.clone(), config.build_group.clone());
             if let Some(m) = &memory {
                 consumer = consumer.memory(m);
             }
@@ -216,6 +217,7 @@ impl Platform {
             inference,
             build_cost: config.build_cost,
             tenant_quota: config.tenant_quota,
+            topic: config.build_topic.clone(),
             robots: config.robots.clone(),
             http: reqwest::Client::new(),
         };

@@ -1,0 +1,101 @@
+//! The platform on a real Kafka-API broker (tansu on 127.0.0.1:9092, from
+//! `scripts/dev-services up`): an upload's build task crosses the broker and the
+//! model-builders group builds it; a failing build lands in `<topic>.dlq`.
+
+use std::time::{Duration, Instant};
+
+use maas_platform::{Config, Platform};
+use serde_json::{Value, json};
+
+const BROKER: &str = "127.0.0.1:9092";
+
+fn require_kafka() {
+    if std::net::TcpStream::connect_timeout(&BROKER.parse().unwrap(), Duration::from_secs(2))
+        .is_err()
+    {
+        panic!("no Kafka-API broker on {BROKER}; start one with `scripts/dev-services up`");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_cross_a_real_broker() {
+    require_kafka();
+    let run = format!("{}-{}", std::process::id(), fastrand::u32(..));
+    let topic = format!("platform-builds-{run}");
+    let dir = std::env::temp_dir().join(format!("maas-platform-kafka-{run}"));
+    let platform = Platform::start(
+        Config {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.clone(),
+            kafka_brokers: Some(vec![BROKER.to_owned()]),
+            build_topic: topic.clone(),
+            build_group: format!("platform-builders-{run}"),
+            build_time: Duration::from_millis(10),
+            builders: 2,
+            ..Config::default()
+        },
+        prometheus::Registry::new(),
+    )
+    .await
+    .expect("the platform starts on Kafka");
+    let base = format!("http://{}", platform.addr());
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for name in ["kafka-model", "broken-on-kafka"] {
+        let r = http
+            .post(format!("{base}/v1/models"))
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let body: Value = r.json().await.unwrap();
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    // Joining a fresh group and the first fetches take a few seconds on tansu.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut statuses = Vec::new();
+    loop {
+        statuses.clear();
+        for id in &ids {
+            let m: Value = http
+                .get(format!("{base}/v1/models/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            statuses.push(m["status"].as_str().unwrap().to_owned());
+        }
+        if statuses == ["ready", "failed"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not settled in 60 s: {statuses:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The failing build's task reaches the dead-letter topic after its retries.
+    let dead = format!(
+        "maas_queue_records_total{{group=\"platform-builders-{run}\",outcome=\"dead_lettered\",topic=\"{topic}\"}} 1"
+    );
+    loop {
+        let text = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains(&dead) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{dead} missing:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    platform.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
