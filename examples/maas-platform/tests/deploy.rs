@@ -226,14 +226,7 @@ async fn dashboard_and_alerts_query_metrics_the_platform_exports() {
     assert!(limited);
     // Let the builders commit and publish lag.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let scrape = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = support::get_text(&http, &format!("{base}/metrics")).await;
     platform.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 

@@ -2,6 +2,8 @@
 //! `scripts/dev-services up`): an upload's build task crosses the broker and the
 //! model-builders group builds it; a failing build lands in `<topic>.dlq`.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use maas_platform::{Config, Platform};
@@ -82,14 +84,7 @@ async fn builds_cross_a_real_broker() {
         "maas_queue_records_total{{group=\"platform-builders-{run}\",outcome=\"dead_lettered\",topic=\"{topic}\"}} 1"
     );
     loop {
-        let text = http
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = support::get_text(&http, &format!("{base}/metrics")).await;
         if text.contains(&dead) {
             break;
         }

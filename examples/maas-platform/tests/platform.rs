@@ -4,6 +4,8 @@
 //! degrades when the backend fails and the breaker opens; `/v1` answers 429 past the rate;
 //! errors are JSON; `/metrics` shows every crate's metrics.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use maas_platform::{Config, Platform};
@@ -165,15 +167,7 @@ async fn upload_build_quota_dlq_degradation_and_metrics() {
     assert_eq!(reasons.last().unwrap(), "circuit open", "{reasons:?}");
 
     // Every crate reports on the one /metrics page.
-    let text = api
-        .http
-        .get(format!("{}/metrics", api.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = support::get_text(&api.http, &format!("{}/metrics", api.base)).await;
     for needle in [
         r#"http_requests_total{method="POST",path="/v1/models",status="402"} 1"#,
         r#"http_requests_total{method="POST",path="/v1/models",status="202"} 3"#,

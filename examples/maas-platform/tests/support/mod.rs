@@ -8,6 +8,11 @@ pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
     http.get(url).send().await.unwrap().json().await.unwrap()
 }
 
+/// `GET url`, the body as text (a `/metrics` scrape).
+pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// `POST url` with a JSON body (and `x-tenant` when given): the status and the JSON answer.
 pub async fn post_json(
     http: &reqwest::Client,
