@@ -160,7 +160,7 @@ impl<C: Clock> CircuitBreaker<C> {
     /// Whether a key-less breaker has been idle: closed with nothing in its window, or any
     /// state whose deadlines are all past.
     pub(crate) fn is_evictable(&self) -> bool {
-        let now = self.inner.clock.now_nanos();
+        let now = self.inner.now();
         match self.state() {
             BreakerState::Closed => true,
             BreakerState::Open => now >= self.inner.open_until.load(Ordering::Acquire),
@@ -189,7 +189,7 @@ impl<C: Clock> CircuitBreaker<C> {
 
     /// Calls, failures and slow calls in the current window.
     pub fn snapshot(&self) -> Snapshot {
-        self.inner.snapshot(self.inner.clock.now_nanos())
+        self.inner.snapshot(self.inner.now())
     }
 
     /// Asks to make a call. The permit must be completed with
@@ -286,6 +286,14 @@ impl<C: Clock> fmt::Debug for Permit<'_, C> {
 }
 
 impl<C: Clock> Inner<C> {
+    /// The clock's reading, one short of `u64::MAX`: deadlines saturate at `u64::MAX`, which
+    /// then always lies ahead (an open breaker at the clock's very end stays open rather
+    /// than flipping between open and half-open forever).
+    #[inline]
+    fn now(&self) -> u64 {
+        self.clock.now_nanos().min(u64::MAX - 1)
+    }
+
     fn wants_latency(&self) -> bool {
         self.config.slow_call.is_some()
     }
@@ -296,11 +304,7 @@ impl<C: Clock> Inner<C> {
         match Word::decode(word).state {
             BreakerState::Closed | BreakerState::Disabled => Ok(Ticket {
                 word,
-                started: if self.wants_latency() {
-                    self.clock.now_nanos()
-                } else {
-                    0
-                },
+                started: if self.wants_latency() { self.now() } else { 0 },
             }),
             _ => self.acquire_slow(word),
         }
@@ -310,7 +314,7 @@ impl<C: Clock> Inner<C> {
     fn acquire_slow(&self, mut word: u64) -> Result<Ticket, Rejected> {
         loop {
             let w = Word::decode(word);
-            let now = self.clock.now_nanos();
+            let now = self.now();
             match w.state {
                 BreakerState::Closed | BreakerState::Disabled => {
                     return Ok(Ticket { word, started: now });
@@ -407,7 +411,7 @@ impl<C: Clock> Inner<C> {
         // A closed breaker with a count window and no slow-call threshold needs no clock.
         let finished = match (&self.window, self.wants_latency()) {
             (Recorder::Count(_), false) if issued.state == BreakerState::Closed => None,
-            _ => Some(self.clock.now_nanos()),
+            _ => Some(self.now()),
         };
         let slow = match (self.config.slow_call, finished) {
             (Some(threshold), Some(end)) => end.saturating_sub(ticket.started) >= threshold,
@@ -420,7 +424,7 @@ impl<C: Clock> Inner<C> {
         match issued.state {
             BreakerState::Closed => self.complete_closed(ticket.word, c, slow, finished),
             BreakerState::HalfOpen => {
-                let now = finished.unwrap_or_else(|| self.clock.now_nanos());
+                let now = finished.unwrap_or_else(|| self.now());
                 self.complete_probe(ticket.word, c, slow, now)
             }
             _ => {}
@@ -436,11 +440,16 @@ impl<C: Clock> Inner<C> {
         if !same_epoch(current, issued) {
             return; // permitted before the last state change
         }
-        match (&self.window, finished) {
-            (Recorder::Time(w), Some(now)) => w.record(c.outcome, slow, now),
-            (Recorder::Time(w), None) => w.record(c.outcome, slow, self.clock.now_nanos()),
-            (Recorder::Count(w), _) => w.record(c.outcome, slow),
-        }
+        // A success lowers the rates, so it can trip the breaker only by bringing the window
+        // to its minimum number of calls: the rates are evaluated then too.
+        let reached_minimum = match (&self.window, finished) {
+            (Recorder::Count(w), _) => w.record(c.outcome, slow) == Some(self.config.minimum_calls),
+            (Recorder::Time(w), finished) => {
+                let now = finished.unwrap_or_else(|| self.now());
+                w.record(c.outcome, slow, now);
+                w.snapshot(now).calls == self.config.minimum_calls
+            }
+        };
         let failed = c.outcome == Outcome::Failure;
         let consecutive = if self.config.consecutive_failures.is_none() {
             0
@@ -456,8 +465,8 @@ impl<C: Clock> Inner<C> {
             self.requested_pause
                 .fetch_max(crate::clock::nanos(pause), Ordering::AcqRel);
         }
-        if failed || slow {
-            let now = finished.unwrap_or_else(|| self.clock.now_nanos());
+        if failed || slow || reached_minimum {
+            let now = finished.unwrap_or_else(|| self.now());
             if let Some(cause) = self.trip_cause(consecutive, now) {
                 self.transition(current, BreakerState::Open, cause, now);
             }
@@ -568,7 +577,7 @@ impl<C: Clock> Inner<C> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let current = self.state.load(Ordering::Acquire);
-        self.enter(current, to, cause, self.clock.now_nanos());
+        self.enter(current, to, cause, self.now());
     }
 
     /// Does the transition; the caller holds the transition lock.

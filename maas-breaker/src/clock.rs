@@ -47,10 +47,15 @@ impl ManualClock {
         Self::default()
     }
 
-    /// Moves the clock forward.
+    /// Moves the clock forward, saturating at `u64::MAX` nanoseconds.
     pub fn advance(&self, by: Duration) {
         let nanos = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
-        self.0.fetch_add(nanos, Ordering::AcqRel);
+        // Saturates at u64::MAX nanoseconds (584 years): the clock never wraps back.
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                Some(t.saturating_add(nanos))
+            });
     }
 }
 

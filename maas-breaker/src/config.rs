@@ -8,6 +8,9 @@ use crate::events::{Event, Listener};
 use crate::window::Window;
 use crate::{CircuitBreaker, ConfigError};
 
+/// Calls a window must hold before a rate can trip the breaker, unless set.
+const DEFAULT_MINIMUM_CALLS: u32 = 20;
+
 /// The validated settings of one breaker.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -42,7 +45,7 @@ pub(crate) struct Config {
 pub struct CircuitBreakerBuilder<C: Clock = MonotonicClock> {
     name: Arc<str>,
     window: Window,
-    minimum_calls: u32,
+    minimum_calls: Option<u32>,
     failure_rate: Option<f64>,
     slow_rate: Option<f64>,
     slow_call: Option<Duration>,
@@ -73,7 +76,7 @@ impl Default for CircuitBreakerBuilder {
         CircuitBreakerBuilder {
             name: Arc::from("default"),
             window: Window::Count(100),
-            minimum_calls: 20,
+            minimum_calls: None,
             failure_rate: Some(50.0),
             slow_rate: None,
             slow_call: None,
@@ -105,9 +108,15 @@ impl<C: Clock> CircuitBreakerBuilder<C> {
         self
     }
 
-    /// Calls the window must hold before a rate can trip the breaker (default 20).
+    /// Calls the window must hold before a rate can trip the breaker (default 20, or the
+    /// window's size when a count window is smaller). A count window must be able to hold
+    /// them: `minimum_calls` above [`Window::Count`]'s size is a [`ConfigError`].
+    ///
+    /// The rates are evaluated when a call fails or is slow, and when a success brings the
+    /// window to `minimum_calls` calls — so 5 failures then 5 successes with
+    /// `minimum_calls(10)` and a 50 % threshold trip the breaker on the tenth call.
     pub fn minimum_calls(mut self, calls: u32) -> Self {
-        self.minimum_calls = calls;
+        self.minimum_calls = Some(calls);
         self
     }
 
@@ -237,6 +246,17 @@ impl<C: Clock> CircuitBreakerBuilder<C> {
             }
             _ => {}
         }
+        let minimum_calls = match (self.minimum_calls, self.window) {
+            (Some(m), Window::Count(n)) if m > n => {
+                return Err(ConfigError::MinimumCallsAboveWindow {
+                    minimum_calls: m,
+                    window: n,
+                });
+            }
+            (Some(m), _) => m,
+            (None, Window::Count(n)) => DEFAULT_MINIMUM_CALLS.min(n),
+            (None, Window::Time { .. }) => DEFAULT_MINIMUM_CALLS,
+        };
         if self.probes == 0 {
             return Err(ConfigError::ZeroProbes);
         }
@@ -279,7 +299,7 @@ impl<C: Clock> CircuitBreakerBuilder<C> {
         Ok(Config {
             name: self.name.clone(),
             window: self.window,
-            minimum_calls: u64::from(self.minimum_calls.max(1)),
+            minimum_calls: u64::from(minimum_calls.max(1)),
             failure_rate,
             slow_rate,
             slow_call: self.slow_call.map(nanos),

@@ -51,6 +51,16 @@ pub enum ConfigError {
     /// Tripping after zero consecutive failures would trip on nothing.
     #[error("consecutive failures must be at least 1")]
     ZeroConsecutiveFailures,
+    /// A count window smaller than the minimum number of calls could never trip on a rate.
+    #[error(
+        "minimum_calls({minimum_calls}) is above the window of {window} calls, so the rates could never trip the breaker"
+    )]
+    MinimumCallsAboveWindow {
+        /// The minimum number of calls given.
+        minimum_calls: u32,
+        /// The count window's size.
+        window: u32,
+    },
     /// A keyed breaker needs room for at least one key.
     #[error("a keyed breaker needs room for at least one key")]
     ZeroMaxKeys,

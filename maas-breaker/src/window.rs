@@ -5,7 +5,8 @@
 //!   difference between the new outcome and the one it replaced — so an old outcome leaves
 //!   the window exactly when the n-th newer one arrives.
 //! * [`Window::Time`]: the last `length`, in `buckets` slices. Each slice counts calls,
-//!   failures and slow calls in one packed word stamped with its slice number; a slice whose
+//!   failures and slow calls in three 64-bit counters stamped with its slice number (no
+//!   realistic rate fills one: 10^9 calls a slice is far inside their range); a slice whose
 //!   stamp is a whole window old is emptied (and subtracted from the totals) before reuse.
 //!
 //! Either way a snapshot is three atomic loads, and nothing old lingers: a long run of
@@ -86,16 +87,22 @@ struct Totals {
 }
 
 impl Totals {
-    fn add(&self, calls: i64, failures: i64, slow: i64) {
-        if calls != 0 {
-            self.calls.fetch_add(calls, Ordering::AcqRel);
-        }
+    /// Adds the deltas; returns the calls total afterwards (read as zero when negative).
+    fn add(&self, calls: i64, failures: i64, slow: i64) -> u64 {
+        let total = if calls != 0 {
+            self.calls
+                .fetch_add(calls, Ordering::AcqRel)
+                .saturating_add(calls)
+        } else {
+            self.calls.load(Ordering::Acquire)
+        };
         if failures != 0 {
             self.failures.fetch_add(failures, Ordering::AcqRel);
         }
         if slow != 0 {
             self.slow.fetch_add(slow, Ordering::AcqRel);
         }
+        total.max(0) as u64
     }
 
     fn snapshot(&self, cap: u64) -> Snapshot {
@@ -145,19 +152,24 @@ impl CountWindow {
         ((u128::from(low) * self.slots.len() as u128) >> 64) as usize
     }
 
+    /// Records one call; returns the window's calls afterwards when that number changed
+    /// (the window was still filling), `None` otherwise.
     #[inline]
-    pub(crate) fn record(&self, outcome: Outcome, slow: bool) {
+    pub(crate) fn record(&self, outcome: Outcome, slow: bool) -> Option<u64> {
         let index = self.slot_of(self.head.fetch_add(1, Ordering::AcqRel));
         let new = slot_value(outcome, slow);
         let old = self.slots[index].swap(new, Ordering::AcqRel);
-        if old != new {
-            let bit = |v: u8, b: u8| i64::from(v & b != 0);
-            self.totals.add(
-                bit(new, CALL) - bit(old, CALL),
-                bit(new, FAILED) - bit(old, FAILED),
-                bit(new, SLOW) - bit(old, SLOW),
-            );
+        if old == new {
+            return None;
         }
+        let bit = |v: u8, b: u8| i64::from(v & b != 0);
+        let calls = bit(new, CALL) - bit(old, CALL);
+        let total = self.totals.add(
+            calls,
+            bit(new, FAILED) - bit(old, FAILED),
+            bit(new, SLOW) - bit(old, SLOW),
+        );
+        (calls != 0).then_some(total)
     }
 
     pub(crate) fn snapshot(&self) -> Snapshot {
@@ -172,21 +184,57 @@ impl CountWindow {
     }
 }
 
-// A time bucket's counts, packed: calls in bits 0..22, failures 22..43, slow 43..64.
-const CALLS_ONE: u64 = 1;
-const FAILURES_ONE: u64 = 1 << 22;
-const SLOW_ONE: u64 = 1 << 43;
-const CALLS_MASK: u64 = (1 << 22) - 1;
-const FAILURES_MASK: u64 = (1 << 21) - 1;
+/// The counts of one time slice. Each is a full 64-bit counter (room for 1.8 × 10^19 calls in
+/// one slice), so no realistic rate can overflow it. A record racing with the slice being
+/// emptied may land half in the old slice and half in the new one; the totals stay the sum of
+/// the slices either way, and a snapshot never reports more failures than calls.
+#[derive(Debug, Default)]
+struct SliceCounts {
+    calls: AtomicU64,
+    failures: AtomicU64,
+    slow: AtomicU64,
+}
+
+impl SliceCounts {
+    fn is_empty(&self) -> bool {
+        self.calls.load(Ordering::Acquire) == 0
+            && self.failures.load(Ordering::Acquire) == 0
+            && self.slow.load(Ordering::Acquire) == 0
+    }
+
+    /// Empties the slice, returning what it held.
+    fn take(&self) -> (u64, u64, u64) {
+        (
+            self.calls.swap(0, Ordering::AcqRel),
+            self.failures.swap(0, Ordering::AcqRel),
+            self.slow.swap(0, Ordering::AcqRel),
+        )
+    }
+}
+
 /// A stamp whose bucket is being emptied.
 const ROTATING: u64 = u64::MAX;
+
+/// The slice number of `now`; never [`ROTATING`] (a 1 ns slice at the clock's very end).
+#[inline]
+fn slice_number(now: u64, slice: u64) -> u64 {
+    (now / slice).min(ROTATING - 1)
+}
+
+/// A count as a signed delta for the totals (a slice never holds 2^63 calls).
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
 
 /// The last `length`, in `buckets` slices.
 #[derive(Debug)]
 pub(crate) struct TimeWindow {
     slice: u64,
+    /// The slice number up to which stale buckets were last emptied: while it is current,
+    /// the totals are exact and a snapshot is three loads.
+    expired: AtomicU64,
     stamps: Box<[AtomicU64]>,
-    counts: Box<[AtomicU64]>,
+    counts: Box<[SliceCounts]>,
     totals: Totals,
 }
 
@@ -197,8 +245,9 @@ impl TimeWindow {
             .max(1);
         TimeWindow {
             slice,
+            expired: AtomicU64::new(0),
             stamps: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
-            counts: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
+            counts: (0..buckets).map(|_| SliceCounts::default()).collect(),
             totals: Totals::default(),
         }
     }
@@ -220,20 +269,13 @@ impl TimeWindow {
                 .compare_exchange(seen, ROTATING, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                let old = self.counts[index].swap(0, Ordering::AcqRel);
-                self.subtract(old);
+                let (calls, failures, slow) = self.counts[index].take();
+                self.totals
+                    .add(-signed(calls), -signed(failures), -signed(slow));
                 stamp.store(number, Ordering::Release);
                 return;
             }
         }
-    }
-
-    fn subtract(&self, packed: u64) {
-        self.totals.add(
-            -((packed & CALLS_MASK) as i64),
-            -(((packed >> 22) & FAILURES_MASK) as i64),
-            -((packed >> 43) as i64),
-        );
     }
 
     /// Empties every bucket a whole window old, so the totals cover exactly the window.
@@ -242,8 +284,8 @@ impl TimeWindow {
         let buckets = self.stamps.len() as u64;
         for (index, stamp) in self.stamps.iter().enumerate() {
             let seen = stamp.load(Ordering::Acquire);
-            let stale = seen != ROTATING && seen + buckets <= number;
-            if stale && self.counts[index].load(Ordering::Acquire) != 0 {
+            let stale = seen != ROTATING && seen.saturating_add(buckets) <= number;
+            if stale && !self.counts[index].is_empty() {
                 // The latest slice at or before `number` that lives in this bucket.
                 let latest = number - (number % buckets + buckets - index as u64) % buckets;
                 self.claim(index, latest);
@@ -251,29 +293,56 @@ impl TimeWindow {
         }
     }
 
+    /// Records one call at `now`.
     #[inline]
     pub(crate) fn record(&self, outcome: Outcome, slow: bool, now: u64) {
-        let number = now / self.slice;
+        let number = slice_number(now, self.slice);
         let index = (number % self.stamps.len() as u64) as usize;
         self.claim(index, number);
+        let counts = &self.counts[index];
+        counts.calls.fetch_add(1, Ordering::AcqRel);
         let failed = outcome == Outcome::Failure;
-        let packed =
-            CALLS_ONE + if failed { FAILURES_ONE } else { 0 } + if slow { SLOW_ONE } else { 0 };
-        self.counts[index].fetch_add(packed, Ordering::AcqRel);
+        if failed {
+            counts.failures.fetch_add(1, Ordering::AcqRel);
+        }
+        if slow {
+            counts.slow.fetch_add(1, Ordering::AcqRel);
+        }
         self.totals.add(1, i64::from(failed), i64::from(slow));
     }
 
+    /// The totals at `now`. Empties stale slices once per slice; otherwise three loads.
+    #[inline]
     pub(crate) fn snapshot(&self, now: u64) -> Snapshot {
-        self.expire(now / self.slice);
+        let number = slice_number(now, self.slice);
+        if self.expired.load(Ordering::Acquire) != number {
+            self.expire(number);
+            self.expired.store(number, Ordering::Release);
+        }
         self.totals.snapshot(u64::MAX)
     }
 
     pub(crate) fn reset(&self) {
         for (stamp, count) in self.stamps.iter().zip(self.counts.iter()) {
-            count.store(0, Ordering::Release);
+            count.take();
             stamp.store(0, Ordering::Release);
         }
         self.totals.reset();
+    }
+
+    /// Records `n` identical calls at once (tests: a slice of 10^9 calls without 10^9 loops).
+    #[cfg(test)]
+    fn record_many(&self, n: u64, outcome: Outcome, now: u64) {
+        let number = slice_number(now, self.slice);
+        let index = (number % self.stamps.len() as u64) as usize;
+        self.claim(index, number);
+        let failed = outcome == Outcome::Failure;
+        self.counts[index].calls.fetch_add(n, Ordering::AcqRel);
+        if failed {
+            self.counts[index].failures.fetch_add(n, Ordering::AcqRel);
+        }
+        self.totals
+            .add(signed(n), if failed { signed(n) } else { 0 }, 0);
     }
 }
 
@@ -381,6 +450,53 @@ mod tests {
         assert_eq!(w.snapshot(100 * sec), Snapshot::default());
         w.record(Outcome::Success, false, 100 * sec);
         assert_eq!(w.snapshot(100 * sec).calls, 1);
+    }
+
+    #[test]
+    fn a_time_slice_counts_past_two_to_the_22_calls() {
+        // Before: calls were packed in 22 bits, so 2^22 calls in one slice wrapped to zero and
+        // a later run of failures could not reach the threshold.
+        let sec = 1_000_000_000;
+        let w = TimeWindow::new(Duration::from_secs(60), 6);
+        for _ in 0..(1 << 22) + 10 {
+            w.record(Outcome::Success, false, 0);
+        }
+        assert_eq!(w.snapshot(0).calls, (1 << 22) + 10);
+        // After the window has passed, nothing is left.
+        assert_eq!(w.snapshot(61 * sec), Snapshot::default());
+        for _ in 0..50_000 {
+            w.record(Outcome::Failure, false, 61 * sec);
+        }
+        let s = w.snapshot(61 * sec);
+        assert_eq!((s.calls, s.failures), (50_000, 50_000));
+    }
+
+    #[test]
+    fn a_time_slice_holds_a_billion_calls_exactly() {
+        let sec = 1_000_000_000;
+        let w = TimeWindow::new(Duration::from_secs(60), 6);
+        w.record_many(3_000_000_000, Outcome::Success, 0);
+        w.record_many(1_000_000_000, Outcome::Failure, 10 * sec);
+        let s = w.snapshot(10 * sec);
+        assert_eq!((s.calls, s.failures), (4_000_000_000, 1_000_000_000));
+        assert_eq!(s.failure_rate(), 25.0);
+        // The first slice [0, 10 s) leaves at 60 s, the second at 70 s.
+        assert_eq!(w.snapshot(60 * sec).calls, 1_000_000_000);
+        assert_eq!(w.snapshot(70 * sec), Snapshot::default());
+    }
+
+    #[test]
+    fn time_window_survives_extreme_clock_readings() {
+        // Before: a 1 ns slice at u64::MAX had the number of the "being emptied" stamp, and
+        // recording spun forever.
+        let w = TimeWindow::new(Duration::from_nanos(1), 1);
+        w.record(Outcome::Failure, false, u64::MAX);
+        assert_eq!(w.snapshot(u64::MAX).calls, 1);
+        let w = TimeWindow::new(Duration::from_secs(1), 10);
+        for now in [0, 1 << 60, 1 << 63, u64::MAX - 1, u64::MAX] {
+            w.record(Outcome::Failure, false, now);
+            assert!(w.snapshot(now).calls >= 1);
+        }
     }
 
     #[test]

@@ -81,7 +81,12 @@ fn cfg() -> impl Strategy<Value = Cfg> {
             |(tw, count, minimum, fr, slow, cons, (ow, bo, extra), (p, s, mho))| Cfg {
                 time_window: tw,
                 count,
-                minimum,
+                // A count window must be able to hold the minimum (else a ConfigError).
+                minimum: if tw.is_none() {
+                    minimum.min(count)
+                } else {
+                    minimum
+                },
                 failure_rate: if fr.is_none() && slow.is_none() && cons.is_none() {
                     Some(50.0)
                 } else {
@@ -248,7 +253,8 @@ impl Model {
                 if failed && let Some(r) = retry {
                     self.pause = self.pause.max(r * MS);
                 }
-                if failed || slow {
+                let (n, _, _) = self.window();
+                if failed || slow || n == u64::from(self.c.minimum) {
                     let (n, f, s) = self.window();
                     let pct = |x: u64| x as f64 * 100.0 / n as f64;
                     let trip = self.c.consecutive.is_some_and(|k| self.consecutive >= k)

@@ -44,13 +44,14 @@ pub trait Algorithm: sealed::Sealed + Debug + Clone + Send + Sync + 'static {
     /// The limit a configuration reports in decisions.
     #[doc(hidden)]
     fn limit(&self, config: &Self::Config) -> u64;
-    /// A check; `consume` takes the cost when it passes.
+    /// A check; `consume` takes the cost when it passes. `now` is read after the state is
+    /// loaded (and again on each retry), so the state never holds a later time.
     #[doc(hidden)]
     fn check(
         &self,
         config: &Self::Config,
         state: &Self::State,
-        now: u64,
+        now: &impl Fn() -> u64,
         cost: u64,
         consume: bool,
     ) -> Decision;
@@ -69,12 +70,16 @@ pub trait Algorithm: sealed::Sealed + Debug + Clone + Send + Sync + 'static {
     ) -> Self::State;
 }
 
-/// CAS loop over a one-word state.
+/// CAS loop over a one-word state; `step(state, now)` gets the clock read after the load.
 #[inline]
-fn update_word(word: &AtomicU64, mut step: impl FnMut(u64) -> (Decision, Option<u64>)) -> Decision {
+fn update_word(
+    word: &AtomicU64,
+    now: &impl Fn() -> u64,
+    mut step: impl FnMut(u64, u64) -> (Decision, Option<u64>),
+) -> Decision {
     let mut current = word.load(Ordering::Acquire);
     loop {
-        let (decision, next) = step(current);
+        let (decision, next) = step(current, now());
         let Some(next) = next else { return decision };
         match word.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => return decision,
@@ -101,17 +106,27 @@ impl Algorithm for TokenBucketCore {
         c.capacity
     }
 
-    fn fresh(&self, _config: &GcraConfig, _now: u64) -> AtomicU64 {
-        AtomicU64::new(0)
+    fn fresh(&self, _config: &GcraConfig, now: u64) -> AtomicU64 {
+        // A TAT of now: a full bucket, whatever the clock reads.
+        AtomicU64::new(now)
     }
 
     #[inline]
-    fn check(&self, c: &GcraConfig, s: &AtomicU64, now: u64, cost: u64, consume: bool) -> Decision {
-        update_word(s, |tat| c.step(tat, now, cost, consume))
+    fn check(
+        &self,
+        c: &GcraConfig,
+        s: &AtomicU64,
+        now: &impl Fn() -> u64,
+        cost: u64,
+        consume: bool,
+    ) -> Decision {
+        update_word(s, now, |tat, now| {
+            c.step_masked(tat, now, cost, consume, u64::MAX)
+        })
     }
 
     fn idle_in(&self, c: &GcraConfig, s: &AtomicU64, now: u64) -> u64 {
-        c.idle_in(s.load(Ordering::Acquire), now)
+        c.idle_in(s.load(Ordering::Acquire), now, u64::MAX)
     }
 
     fn reconfigure(
@@ -121,7 +136,7 @@ impl Algorithm for TokenBucketCore {
         s: &AtomicU64,
         now: u64,
     ) -> AtomicU64 {
-        AtomicU64::new(new.convert_from(old, s.load(Ordering::Acquire), now))
+        AtomicU64::new(new.convert_masked(old, s.load(Ordering::Acquire), now, u64::MAX))
     }
 }
 
@@ -153,11 +168,11 @@ impl Algorithm for FixedWindowCore {
         &self,
         c: &FixedConfig,
         s: &AtomicU64,
-        now: u64,
+        now: &impl Fn() -> u64,
         cost: u64,
         consume: bool,
     ) -> Decision {
-        update_word(s, |state| c.step(state, now, cost, consume))
+        update_word(s, now, |state, now| c.step(state, now, cost, consume))
     }
 
     fn idle_in(&self, c: &FixedConfig, s: &AtomicU64, now: u64) -> u64 {
@@ -219,11 +234,11 @@ impl Algorithm for SlidingWindowCore {
         &self,
         c: &SlidingConfig,
         s: &SlidingState,
-        now: u64,
+        now: &impl Fn() -> u64,
         cost: u64,
         consume: bool,
     ) -> Decision {
-        s.check(c, now, cost, consume)
+        s.check(c, now(), cost, consume)
     }
 
     fn idle_in(&self, c: &SlidingConfig, s: &SlidingState, now: u64) -> u64 {

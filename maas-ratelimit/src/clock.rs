@@ -187,7 +187,12 @@ impl ManualClock {
     /// Moves time forward by `by`.
     pub fn advance(&self, by: Duration) {
         let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
-        self.nanos.fetch_add(by, Ordering::AcqRel);
+        // Saturates at u64::MAX nanoseconds (584 years): the clock never wraps back.
+        let _ = self
+            .nanos
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                Some(t.saturating_add(by))
+            });
     }
 
     /// Sets the time, in nanoseconds since the epoch. Moving backwards is ignored, so the

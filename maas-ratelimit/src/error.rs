@@ -59,7 +59,7 @@ pub enum ConfigError {
         resolution: Duration,
     },
     /// The quota's numbers do not fit the limiter's state (a period of centuries, a limit
-    /// above 2^32 per window, a burst spanning more than ~18 years of refill).
+    /// above 2^32 per window, a burst spanning more than ~4.5 years of refill).
     #[error("the quota is too large to represent: {0}")]
     TooLarge(&'static str),
     /// Window limiters have no burst; use a token bucket for bursts.

@@ -44,16 +44,14 @@ fn pack(index: u64, count: u64) -> u64 {
     ((index & INDEX_MASK) << COUNT_BITS) | (count & COUNT_MASK)
 }
 
-/// `current − stored` as a signed number of windows, in the 28-bit index space.
-/// A stored index more than 2^27 windows old aliases; its count then applies to one more
-/// window, which can only reject, never over-admit.
-fn windows_since(current: u64, stored: u64) -> i64 {
-    let d = current.wrapping_sub(stored) & INDEX_MASK;
-    if d >= 1 << (INDEX_BITS - 1) {
-        d as i64 - (1 << INDEX_BITS)
-    } else {
-        d as i64
-    }
+/// Windows from `stored` to `current`, modulo 2^28.
+///
+/// Checks read the clock after loading the state, so with a clock that never goes back the
+/// stored window is never ahead of a check's: any difference means the stored count is
+/// stale. The only misreading is a state left idle for an exact multiple of 2^28 windows,
+/// whose count then applies until the end of the current window, and no longer.
+fn windows_since(current: u64, stored: u64) -> u64 {
+    current.wrapping_sub(stored) & INDEX_MASK
 }
 
 impl FixedConfig {
@@ -71,17 +69,24 @@ impl FixedConfig {
         })
     }
 
-    /// Nanoseconds until `state` is indistinguishable from a fresh window.
+    /// Nanoseconds until `state` is indistinguishable from a fresh window. `now` may have
+    /// been read before a concurrent check stored a later window, so a stored window ahead
+    /// of `now` (in the forward half of the index range) counts as live, for at most one
+    /// window from `now`: an entry is never evicted early, nor pinned for long.
     pub(crate) fn idle_in(&self, state: u64, now: u64) -> u64 {
         let (stored, count) = unpack(state);
         let current = now / self.window;
-        let behind = windows_since(current & INDEX_MASK, stored);
-        if count == 0 || behind > 0 {
-            0
-        } else {
-            let window = current + behind.unsigned_abs();
-            (window + 1).saturating_mul(self.window).saturating_sub(now)
-        }
+        let since = windows_since(current, stored);
+        let windows_left = match since {
+            _ if count == 0 => return 0,
+            0 => 1,
+            s if s >= 1 << (INDEX_BITS - 1) => 2, // stored ahead of `now`
+            _ => return 0,                        // a stale count
+        };
+        current
+            .saturating_add(windows_left)
+            .saturating_mul(self.window)
+            .saturating_sub(now)
     }
 }
 
@@ -102,16 +107,13 @@ impl WordConfig for FixedConfig {
     fn step(&self, state: u64, now: u64, cost: u64, consume: bool) -> Step<Decision> {
         let current = now / self.window;
         let (stored, count) = unpack(state);
-        let behind = windows_since(current & INDEX_MASK, stored);
-        // A new window starts from zero; a reading from a thread whose clock read is behind
-        // the stored window counts against the stored (newer) window. An empty state
-        // belongs to no window in particular.
-        let (window, count) = if behind > 0 || count == 0 {
-            (current, 0)
+        // A new window starts from zero. An empty state belongs to no window in particular.
+        let count = if windows_since(current, stored) == 0 {
+            count
         } else {
-            (current + behind.unsigned_abs(), count)
+            0
         };
-        let window_end = (window + 1).saturating_mul(self.window);
+        let window_end = current.saturating_add(1).saturating_mul(self.window);
         let until_end = Duration::from_nanos(window_end.saturating_sub(now));
         let reset = |count: u64| {
             if count == 0 {
@@ -138,7 +140,7 @@ impl WordConfig for FixedConfig {
                 reset_after: reset(count + cost),
                 retry_after: None,
             };
-            let next = (consume && cost > 0).then(|| pack(window, count + cost));
+            let next = (consume && cost > 0).then(|| pack(current, count + cost));
             (d, next)
         } else {
             let d = Decision {
@@ -156,7 +158,7 @@ impl WordConfig for FixedConfig {
     /// window carries over into the current window of the new length (no fresh quota).
     fn convert_from(&self, old: &FixedConfig, state: u64, now: u64) -> u64 {
         let (stored, count) = unpack(state);
-        let live = windows_since((now / old.window) & INDEX_MASK, stored) <= 0;
+        let live = windows_since(now / old.window, stored) == 0;
         pack(now / self.window, if live { count } else { 0 })
     }
 }
@@ -232,19 +234,19 @@ impl<C: Clock> FixedWindow<C> {
     /// Counts `cost` if all of it fits in the window; counts nothing otherwise.
     #[inline]
     pub fn check_n(&self, cost: u64) -> Decision {
-        self.cell.decide(self.clock.now_nanos(), cost, true)
+        self.cell.decide(|| self.clock.now_nanos(), cost, true)
     }
 
     /// What `check_n(cost)` would answer now, without counting anything.
     pub fn peek(&self, cost: u64) -> Decision {
-        self.cell.decide(self.clock.now_nanos(), cost, false)
+        self.cell.decide(|| self.clock.now_nanos(), cost, false)
     }
 
     /// Changes the limit and/or the window length, keeping what the current window has
     /// already counted.
     pub fn set_quota(&self, quota: Quota) -> Result<(), ConfigError> {
         let new = FixedConfig::new(&quota, self.clock.resolution())?;
-        self.cell.retune(new, self.clock.now_nanos());
+        self.cell.retune(new, || self.clock.now_nanos());
         Ok(())
     }
 
@@ -350,10 +352,21 @@ mod tests {
     }
 
     #[test]
-    fn a_clock_reading_from_behind_counts_against_the_newer_window() {
-        let c = FixedConfig::new(&Quota::per_second(2), Duration::from_nanos(1)).unwrap();
-        let state = pack(5, 2); // window 5 is full
-        let (d, _) = c.step(state, 4_999_000_000, 1, true); // a read from window 4
-        assert!(!d.is_allowed());
+    fn a_long_idle_spell_never_locks_a_client_out() {
+        // Before: after 2^27 or more idle windows the stale count was read as a future
+        // window's, and a 5-per-ms window rejected for up to 37 hours.
+        let (w, clock) = window(Quota::new(5, Duration::from_millis(1)));
+        assert!(w.check_n(5).is_allowed());
+        for idle in [1u64 << 27, (1 << 27) + 3, (1 << 28) - 1, (1 << 40) + 7] {
+            clock.advance(Duration::from_millis(idle));
+            assert!(w.check_n(5).is_allowed(), "after {idle} idle windows");
+            assert!(!w.check().is_allowed());
+        }
+        // An exact multiple of 2^28 windows reads as the current window: the count applies
+        // until its end, and no longer.
+        clock.advance(Duration::from_millis(1 << 28));
+        assert!(!w.check().is_allowed());
+        clock.advance(Duration::from_millis(1));
+        assert!(w.check_n(5).is_allowed());
     }
 }

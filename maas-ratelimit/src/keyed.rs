@@ -43,6 +43,9 @@ pub type KeyedSlidingWindow<K, C = MonotonicClock> = KeyedLimiter<K, SlidingWind
 /// A keyed fixed window.
 pub type KeyedFixedWindow<K, C = MonotonicClock> = KeyedLimiter<K, FixedWindowCore, C>;
 
+/// The most shards a keyed limiter takes.
+const MAX_SHARDS: usize = 1 << 16;
+
 /// What a [`KeyedLimiter`] does with a new key when `max_keys` keys are tracked and all of
 /// them are active.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,7 +184,8 @@ impl<A: Algorithm, C: Clock, S: BuildHasher> KeyedLimiterBuilder<A, C, S> {
     }
 
     /// Number of shards (rounded up to a power of two; default: 4 per CPU, at most
-    /// `max_keys`). More shards mean less contention between keys.
+    /// `max_keys`). More shards mean less contention between keys. More than 65,536 is a
+    /// [`ConfigError`].
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = Some(shards);
         self
@@ -240,10 +244,15 @@ impl<A: Algorithm, C: Clock, S: BuildHasher> KeyedLimiterBuilder<A, C, S> {
             }
         };
         let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
+        if let Some(n) = self.shards
+            && n > MAX_SHARDS
+        {
+            return Err(ConfigError::TooLarge("more than 65,536 shards"));
+        }
         let shards = self
             .shards
             .unwrap_or(cpus * 4)
-            .clamp(1, self.max_keys)
+            .clamp(1, self.max_keys.min(MAX_SHARDS))
             .next_power_of_two();
         let shards = (0..shards)
             .map(|_| {
@@ -277,6 +286,13 @@ where
     C: Clock,
     S: BuildHasher,
 {
+    /// The clock, read when called: limiters read it after loading a key's state, so the
+    /// state never holds a time later than the reading.
+    #[inline]
+    fn now(&self) -> impl Fn() -> u64 + '_ {
+        || self.clock.now_nanos()
+    }
+
     #[inline]
     fn shard(&self, hash: u64) -> &RwLock<Shard<K, A>> {
         // Bits 32.. pick the shard; hashbrown uses the low bits and the top 7 inside it.
@@ -321,14 +337,16 @@ where
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(e) = shard.table.find(hash, |e| e.key.borrow() == key) {
-            return self.algorithm.check(&e.config, &e.state, now, cost, false);
+            return self
+                .algorithm
+                .check(&e.config, &e.state, &self.now(), cost, false);
         }
         let config = shard
             .overrides
             .find(hash, |(k, _)| k.borrow() == key)
             .map_or(shard.default, |(_, c)| *c);
         let fresh = self.algorithm.fresh(&config, now);
-        self.algorithm.check(&config, &fresh, now, cost, false)
+        self.algorithm.check(&config, &fresh, &|| now, cost, false)
     }
 
     #[inline]
@@ -337,7 +355,6 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        let now = self.clock.now_nanos();
         let hash = self.hasher.hash_one(key);
         let lock = self.shard(hash);
         {
@@ -345,10 +362,10 @@ where
             if let Some(e) = shard.table.find(hash, |e| e.key.borrow() == key) {
                 return self
                     .algorithm
-                    .check(&e.config, &e.state, now, cost, consume);
+                    .check(&e.config, &e.state, &self.now(), cost, consume);
             }
         }
-        self.check_new_key(lock, hash, key, now, cost, consume)
+        self.check_new_key(lock, hash, key, cost, consume)
     }
 
     /// The slow path: the key is not tracked yet.
@@ -358,7 +375,6 @@ where
         lock: &RwLock<Shard<K, A>>,
         hash: u64,
         key: &Q,
-        now: u64,
         cost: u64,
         consume: bool,
     ) -> Decision
@@ -366,12 +382,13 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
+        let now = self.clock.now_nanos();
         for attempt in 0..2 {
             let mut shard = self.write(lock);
             if let Some(e) = shard.table.find(hash, |e| e.key.borrow() == key) {
                 return self
                     .algorithm
-                    .check(&e.config, &e.state, now, cost, consume);
+                    .check(&e.config, &e.state, &self.now(), cost, consume);
             }
             if self.reserve_slot() || (self.evict_in(&mut shard, now) > 0 && self.reserve_slot()) {
                 return self.insert(&mut shard, hash, key.to_owned(), now, cost, consume);
@@ -413,7 +430,9 @@ where
             None => (shard.default, false),
         };
         let state = self.algorithm.fresh(&config, now);
-        let decision = self.algorithm.check(&config, &state, now, cost, consume);
+        let decision = self
+            .algorithm
+            .check(&config, &state, &|| now, cost, consume);
         let idle_at = now.saturating_add(self.algorithm.idle_in(&config, &state, now));
         shard.next_evictable_at = shard.next_evictable_at.min(idle_at);
         self.next_global_sweep_at
@@ -481,7 +500,10 @@ where
 
     fn when_full(&self, now: u64, cost: u64, consume: bool) -> Decision {
         match &self.overflow {
-            Some((config, state)) => self.algorithm.check(config, state, now, cost, consume),
+            Some((config, state)) => {
+                self.algorithm
+                    .check(config, state, &self.now(), cost, consume)
+            }
             None => {
                 let limit = {
                     let shard = self.shards[0]
@@ -510,9 +532,9 @@ where
     /// already spent so the change hands out no fresh burst.
     pub fn set_key_quota(&self, key: K, quota: Quota) -> Result<(), ConfigError> {
         let config = self.algorithm.configure(&quota, self.clock.resolution())?;
-        let now = self.clock.now_nanos();
         let hash = self.hasher.hash_one(&key);
         let mut shard = self.write(self.shard(hash));
+        let now = self.clock.now_nanos(); // after the lock: no check can be ahead of it
         if let Some(e) = shard.table.find_mut(hash, |e| e.key == key) {
             e.state = self
                 .algorithm
@@ -540,9 +562,9 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let now = self.clock.now_nanos();
         let hash = self.hasher.hash_one(key);
         let mut shard = self.write(self.shard(hash));
+        let now = self.clock.now_nanos(); // after the lock: no check can be ahead of it
         let Ok(found) = shard.overrides.find_entry(hash, |(k, _)| k.borrow() == key) else {
             return false;
         };
@@ -564,9 +586,9 @@ where
     /// what each has already spent.
     pub fn set_quota(&self, quota: Quota) -> Result<(), ConfigError> {
         let config = self.algorithm.configure(&quota, self.clock.resolution())?;
-        let now = self.clock.now_nanos();
         for lock in self.shards.iter() {
             let mut shard = self.write(&lock.0);
+            let now = self.clock.now_nanos(); // after the lock: no check can be ahead of it
             let old = shard.default;
             shard.default = config;
             for e in shard.table.iter_mut().filter(|e| !e.has_override) {

@@ -184,8 +184,11 @@ impl SlidingState {
             .collect();
         live.sort_unstable_by_key(|(age, _)| std::cmp::Reverse(*age)); // oldest first
         let expiry = |a: i64| {
-            let bucket_epoch = epoch as i64 - a;
-            ((bucket_epoch + span + 1) as u64 * config.bucket).saturating_sub(now)
+            // The bucket `a` epochs old leaves the window at its epoch + span + 1.
+            let leaves = (epoch as i128 - i128::from(a) + i128::from(span) + 1).max(0);
+            u64::try_from(leaves as u128 * u128::from(config.bucket))
+                .unwrap_or(u64::MAX)
+                .saturating_sub(now)
         };
         let mut freed = 0;
         for (a, count) in &live {
@@ -256,7 +259,10 @@ impl SlidingState {
         let reset = if after == 0 {
             0
         } else {
-            ((epoch + u64::from(config.buckets) + 1) * config.bucket).saturating_sub(now)
+            epoch
+                .saturating_add(u64::from(config.buckets) + 1)
+                .saturating_mul(config.bucket)
+                .saturating_sub(now)
         };
         Decision {
             allowed: true,

@@ -9,6 +9,17 @@
 //! of cost `n` passes at time `now` when `max(TAT, now) + n·T − now ≤ burst·T`.
 //!
 //! Guarantee: in any interval of length `t`, at most `burst + t / T` units of cost pass.
+//!
+//! ## Capacity of the state word
+//!
+//! A [`TokenBucket`] keeps its TAT in 60 bits (the other 4 tag the quota generation), read
+//! modulo 2^60 ns (about 36.5 years): a TAT at most `burst·T` ahead of now is a debt, any
+//! other value is in the past (a full bucket). Because every check reads the clock after
+//! loading the state, a real TAT is never further ahead than `burst·T`, so clock readings of
+//! any size (2^60, 2^63, `u64::MAX`) work. The one misreading: a bucket left idle for a span
+//! within `burst·T` below a multiple of 2^60 ns looks like it owes that much — it then
+//! admits *less*, for at most `burst·T`, never more. Keyed buckets keep 64 bits (2^64 ns,
+//! 584 years, in place of 2^60).
 
 use std::time::Duration;
 
@@ -16,9 +27,9 @@ use crate::clock::{Clock, MonotonicClock};
 use crate::versioned::{Step, VALUE_MASK, Versioned, WordConfig, Words};
 use crate::{ConfigError, Decision, Quota};
 
-/// The largest debt (in nanoseconds of refill) a bucket may represent: half the state's
-/// range, leaving the other half (~18 years) for the clock.
-const MAX_TAU: u64 = VALUE_MASK / 2;
+/// The largest debt (in nanoseconds of refill) a bucket may represent: an eighth of the
+/// state's range (~4.5 years), so a debt can never be mistaken for a time in the past.
+const MAX_TAU: u64 = VALUE_MASK / 8;
 
 /// A validated token-bucket configuration, in nanoseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +66,7 @@ impl GcraConfig {
             .checked_mul(interval)
             .filter(|tau| *tau <= MAX_TAU)
             .ok_or(ConfigError::TooLarge(
-                "burst × (period / limit) exceeds ~18 years",
+                "burst × (period / limit) exceeds ~4.5 years",
             ))?;
         let resolution = u64::try_from(resolution.as_nanos()).unwrap_or(u64::MAX);
         let per_tick = resolution.div_ceil(interval);
@@ -73,10 +84,21 @@ impl GcraConfig {
         })
     }
 
-    /// Nanoseconds until a bucket in state `tat` is full again (indistinguishable from new).
+    /// The debt a bucket in state `tat` owes at `now`, reading `tat` modulo `mask + 1`: a
+    /// value at most `tau` ahead of now is a debt, anything else lies in the past.
     #[inline]
-    pub(crate) fn idle_in(&self, tat: u64, now: u64) -> u64 {
-        tat.saturating_sub(now)
+    fn debt(&self, tat: u64, now: u64, mask: u64) -> u64 {
+        let ahead = tat.wrapping_sub(now) & mask;
+        if ahead <= self.tau { ahead } else { 0 }
+    }
+
+    /// Nanoseconds until a bucket in state `tat` is full again (indistinguishable from new).
+    /// `now` may have been read before a concurrent check stored `tat`, so any value in the
+    /// forward half of the range counts as a debt here: an entry is never evicted early.
+    #[inline]
+    pub(crate) fn idle_in(&self, tat: u64, now: u64, mask: u64) -> u64 {
+        let ahead = tat.wrapping_sub(now) & mask;
+        if ahead <= mask / 2 { ahead } else { 0 }
     }
 
     /// The quota this configuration enforces, as a `Quota`.
@@ -98,12 +120,30 @@ impl WordConfig for GcraConfig {
         }
     }
 
-    /// One check at `now` against the state `tat`. Returns the decision and, when the
-    /// request passes and `consume` is set, the new TAT.
+    /// One check at `now` against the state `tat` (modulo 2^60). Returns the decision and,
+    /// when the request passes and `consume` is set, the new TAT.
     #[inline]
     fn step(&self, tat: u64, now: u64, cost: u64, consume: bool) -> Step<Decision> {
-        let base = tat.max(now);
-        let debt = (base - now).min(self.tau);
+        self.step_masked(tat, now, cost, consume, VALUE_MASK)
+    }
+
+    fn convert_from(&self, old: &GcraConfig, tat: u64, now: u64) -> u64 {
+        self.convert_masked(old, tat, now, VALUE_MASK)
+    }
+}
+
+impl GcraConfig {
+    /// [`step`](WordConfig::step) for a TAT kept modulo `mask + 1`.
+    #[inline]
+    pub(crate) fn step_masked(
+        &self,
+        tat: u64,
+        now: u64,
+        cost: u64,
+        consume: bool,
+        mask: u64,
+    ) -> Step<Decision> {
+        let debt = self.debt(tat, now, mask);
         let available = (self.tau - debt) / self.interval;
         let rejected = |retry_after| Decision {
             allowed: false,
@@ -115,6 +155,7 @@ impl WordConfig for GcraConfig {
         if cost > self.capacity {
             return (rejected(None), None);
         }
+        // cost ≤ capacity, so cost × interval ≤ tau and nothing here overflows.
         let new_debt = debt + cost * self.interval;
         if new_debt <= self.tau {
             let decision = Decision {
@@ -124,7 +165,7 @@ impl WordConfig for GcraConfig {
                 reset_after: Duration::from_nanos(new_debt),
                 retry_after: None,
             };
-            let next = (consume && cost > 0).then_some(now + new_debt);
+            let next = (consume && cost > 0).then_some(now.wrapping_add(new_debt) & mask);
             (decision, next)
         } else {
             let wait = Duration::from_nanos(new_debt - self.tau);
@@ -135,13 +176,13 @@ impl WordConfig for GcraConfig {
     /// Converts a TAT from `old` to this configuration, keeping the tokens the bucket holds
     /// now (clamped to the new capacity): an empty bucket stays empty and refills at the
     /// new rate, so a quota change never hands out a fresh burst.
-    fn convert_from(&self, old: &GcraConfig, tat: u64, now: u64) -> u64 {
-        let debt = tat.saturating_sub(now).min(old.tau);
+    pub(crate) fn convert_masked(&self, old: &GcraConfig, tat: u64, now: u64, mask: u64) -> u64 {
+        let debt = old.debt(tat, now, mask);
         // Tokens held, as nanoseconds of the old refill, re-expressed in the new one.
         let held =
             u128::from(old.tau - debt) * u128::from(self.interval) / u128::from(old.interval);
         let held = held.min(u128::from(self.tau)) as u64;
-        now + (self.tau - held)
+        now.wrapping_add(self.tau - held) & mask
     }
 }
 
@@ -202,8 +243,9 @@ impl<C: Clock> TokenBucketBuilder<C> {
     /// Validates the quota against the clock and builds a full bucket.
     pub fn build(self) -> Result<TokenBucket<C>, ConfigError> {
         let config = GcraConfig::new(&self.quota, self.clock.resolution())?;
+        // A TAT of now: a full bucket, whatever the clock reads.
         Ok(TokenBucket {
-            cell: Versioned::new(config, 0),
+            cell: Versioned::new(config, self.clock.now_nanos()),
             clock: self.clock,
         })
     }
@@ -219,12 +261,12 @@ impl<C: Clock> TokenBucket<C> {
     /// Takes `cost` tokens if all of them are there; takes nothing otherwise.
     #[inline]
     pub fn check_n(&self, cost: u64) -> Decision {
-        self.cell.decide(self.clock.now_nanos(), cost, true)
+        self.cell.decide(|| self.clock.now_nanos(), cost, true)
     }
 
     /// What `check_n(cost)` would answer now, without taking anything.
     pub fn peek(&self, cost: u64) -> Decision {
-        self.cell.decide(self.clock.now_nanos(), cost, false)
+        self.cell.decide(|| self.clock.now_nanos(), cost, false)
     }
 
     /// Changes the quota, keeping the tokens already used: a bucket that was empty stays
@@ -232,7 +274,7 @@ impl<C: Clock> TokenBucket<C> {
     /// quota is invalid.
     pub fn set_quota(&self, quota: Quota) -> Result<(), ConfigError> {
         let new = GcraConfig::new(&quota, self.clock.resolution())?;
-        self.cell.retune(new, self.clock.now_nanos());
+        self.cell.retune(new, || self.clock.now_nanos());
         Ok(())
     }
 

@@ -9,6 +9,11 @@
 //! A slot is rewritten only 16 generations after it was last current, so a reader can see a
 //! torn slot only if 15 quota changes complete during a single check — and even then its CAS
 //! fails, because the generation moved.
+//!
+//! Every check reads the clock *after* loading the state word (again on each retry), so the
+//! state it sees was computed from a clock reading no later than its own: with a clock that
+//! never goes back, a stored time is never ahead of the reader's. The cores rely on that to
+//! read their 60-bit times modulo 2^60 without mistaking a stale time for a future one.
 
 use std::marker::PhantomData;
 use std::sync::Mutex;
@@ -76,20 +81,23 @@ impl<C: WordConfig> Versioned<C> {
         C::from_words(&self.read_slot((w >> GEN_SHIFT) as usize))
     }
 
-    /// A check of `cost` at `now`, consuming it when `consume` is set and it passes.
+    /// A check of `cost` at the time `now` reads, consuming it when `consume` is set and it
+    /// passes.
     #[inline]
-    pub(crate) fn decide(&self, now: u64, cost: u64, consume: bool) -> Decision {
-        self.update(|words, state| C::from_words(words).step(state, now, cost, consume))
+    pub(crate) fn decide(&self, now: impl Fn() -> u64, cost: u64, consume: bool) -> Decision {
+        self.update(|words, state| C::from_words(words).step(state, now(), cost, consume))
     }
 
     /// Installs `new`, converting the state so nothing already spent is forgotten.
-    pub(crate) fn retune(&self, new: C, now: u64) {
+    pub(crate) fn retune(&self, new: C, now: impl Fn() -> u64) {
         self.reconfigure(new.to_words(), |old, state| {
-            new.convert_from(&C::from_words(old), state, now)
+            new.convert_from(&C::from_words(old), state, now())
         });
     }
 
-    /// Runs `f(config, state)` and stores the state it returns, retrying on races.
+    /// Runs `f(config, state)` and stores the state it returns, retrying on races. `f` is
+    /// called after the state is loaded, so a clock it reads is no earlier than the reading
+    /// the loaded state was computed from.
     #[inline]
     pub(crate) fn update<D>(&self, mut f: impl FnMut(&Words, u64) -> Step<D>) -> D {
         let mut word = self.state.load(Ordering::Acquire);

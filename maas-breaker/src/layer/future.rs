@@ -36,6 +36,8 @@ pub struct ResponseFuture<F, G: Release> {
 enum State<F> {
     Called(#[pin] F),
     Rejected(Option<Rejected>),
+    /// The inner future has been dropped (only while this future is dropped).
+    Gone,
 }
 
 impl<F, G: Release> ResponseFuture<F, G> {
@@ -60,6 +62,7 @@ impl<F, G: Release> std::fmt::Debug for ResponseFuture<F, G> {
         f.write_str(match self.state {
             State::Called(_) => "ResponseFuture::Called",
             State::Rejected(_) => "ResponseFuture::Rejected",
+            State::Gone => "ResponseFuture::Gone",
         })
     }
 }
@@ -86,6 +89,7 @@ where
                 Some(r) => Poll::Ready(Err(BreakerError::Rejected(r))),
                 None => panic!("ResponseFuture polled after completion"),
             },
+            StateProj::Gone => panic!("ResponseFuture polled after completion"),
         }
     }
 }
@@ -94,8 +98,11 @@ where
 impl<F, G: Release> PinnedDrop for ResponseFuture<F, G> {
     fn drop(self: Pin<&mut Self>) {
         // Dropped before the call finished: cancelled. Nothing is recorded, and a half-open
-        // probe slot is given back.
-        if let Some((recorder, ticket)) = self.project().guard.take() {
+        // probe slot is given back — only once the inner call is gone, so that a new probe
+        // never runs beside the one being cancelled.
+        let mut this = self.project();
+        if let Some((recorder, ticket)) = this.guard.take() {
+            this.state.set(State::Gone);
             recorder.release(ticket);
         }
     }

@@ -17,6 +17,15 @@ use crate::Decision;
 
 type Lane = Arc<tokio::sync::Mutex<()>>;
 
+/// The longest wait the queue represents: a wait of `Duration::MAX` means "as long as it
+/// takes", which is this far off (about 30 years).
+const FOREVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
+/// `from + by`, saturating at [`FOREVER`] from `from` (an `Instant` cannot hold more).
+fn far_as(from: Instant, by: Duration) -> Instant {
+    from + by.min(FOREVER)
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct WaitQueue {
     waiting: AtomicUsize,
@@ -78,7 +87,7 @@ impl WaitQueue {
         mut check: impl FnMut() -> Decision,
         peek: impl Fn() -> Decision,
     ) -> Result<Decision, Decision> {
-        let deadline = Instant::now() + max;
+        let deadline = far_as(Instant::now(), max);
         let waiter = self.join(self.hasher.hash_one(key));
         let Ok(_turn) = tokio::time::timeout_at(deadline, waiter.lane.lock()).await else {
             return Err(peek());
@@ -89,7 +98,9 @@ impl WaitQueue {
                 return Ok(d);
             }
             match d.retry_after() {
-                Some(wait) if Instant::now() + wait <= deadline => tokio::time::sleep(wait).await,
+                Some(wait) if far_as(Instant::now(), wait) <= deadline => {
+                    tokio::time::sleep(wait).await
+                }
                 _ => return Err(d),
             }
         }
