@@ -89,8 +89,9 @@ impl Step {
     }
 
     /// The limit on each attempt; an attempt that takes longer has an unknown outcome.
+    /// Longer than [`MAX_DURATION`](crate::MAX_DURATION) counts as exactly that.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.timeout = crate::duration::clamp(timeout);
         self
     }
 
@@ -188,7 +189,8 @@ impl SagaBuilder {
     }
 
     /// Stops retrying unknown outcomes of actions once the saga is this old, and
-    /// compensates instead.
+    /// compensates instead. Longer than [`MAX_DURATION`](crate::MAX_DURATION) (100 years)
+    /// counts as exactly that.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
         self
@@ -213,7 +215,7 @@ impl SagaBuilder {
         Saga {
             name: self.name,
             steps: self.steps,
-            deadline: self.deadline,
+            deadline: self.deadline.map(crate::duration::clamp),
             deps: Vec::new(),
         }
         .resolve()
@@ -359,7 +361,8 @@ impl TccBuilder {
         self
     }
 
-    /// How long a try may stay unconfirmed before every branch is cancelled.
+    /// How long a try may stay unconfirmed before every branch is cancelled. Longer than
+    /// [`MAX_DURATION`](crate::MAX_DURATION) (100 years) counts as exactly that.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
@@ -383,7 +386,7 @@ impl TccBuilder {
         Ok(Tcc {
             name: self.name,
             branches: self.branches,
-            ttl: self.ttl,
+            ttl: crate::duration::clamp(self.ttl),
         })
     }
 }

@@ -40,6 +40,9 @@ pub enum EngineError {
     /// The engine is shutting down.
     #[error("the saga engine is shut down")]
     ShutDown,
+    /// An [`EngineConfig`] setting that cannot work (a zero lease or interval).
+    #[error("invalid engine setting: {0}")]
+    InvalidConfig(&'static str),
 }
 
 /// How a transaction ended.
@@ -91,6 +94,35 @@ pub struct EngineConfig {
     /// After this many failed attempts of a compensation, confirm or cancel, emit a warning
     /// and count it as stuck (it keeps being retried). Default 10.
     pub alert_after: u32,
+}
+
+impl EngineConfig {
+    /// The settings with every duration clamped to [`MAX_DURATION`](crate::MAX_DURATION);
+    /// zero lease, recovery or GC intervals (loops that would spin on the store) refused.
+    fn validated(mut self) -> Result<Self, EngineError> {
+        for (name, d) in [
+            ("the lease must be longer than zero", self.lease),
+            (
+                "the recovery interval must be longer than zero",
+                self.recovery_interval,
+            ),
+            ("the GC interval must be longer than zero", self.gc_interval),
+        ] {
+            if d.is_zero() {
+                return Err(EngineError::InvalidConfig(name));
+            }
+        }
+        if self.recovery_batch == 0 {
+            return Err(EngineError::InvalidConfig(
+                "the recovery batch must hold at least one transaction",
+            ));
+        }
+        self.lease = crate::duration::clamp(self.lease);
+        self.recovery_interval = crate::duration::clamp(self.recovery_interval);
+        self.retention = crate::duration::clamp(self.retention);
+        self.gc_interval = crate::duration::clamp(self.gc_interval);
+        Ok(self)
+    }
 }
 
 impl Default for EngineConfig {
@@ -215,7 +247,7 @@ impl Shared {
             let left = d
                 .duration_since(SystemTime::now())
                 .unwrap_or(Duration::ZERO);
-            Instant::now() + left
+            crate::duration::instant_after(Instant::now(), left)
         });
         let drive = Drive {
             id: id.clone(),
@@ -422,8 +454,11 @@ impl EngineBuilder {
     }
 
     /// Starts the engine: an immediate recovery pass, then background recovery, lease
-    /// renewal and garbage collection. Needs a tokio runtime.
+    /// renewal and garbage collection. Needs a tokio runtime. Durations in the
+    /// [`EngineConfig`] longer than [`MAX_DURATION`](crate::MAX_DURATION) are clamped to it;
+    /// a zero lease or interval is [`EngineError::InvalidConfig`].
     pub async fn start(self) -> Result<Engine, EngineError> {
+        let config = self.config.validated()?;
         let owner = self
             .owner
             .unwrap_or_else(|| format!("engine-{}", uuid::Uuid::new_v4().simple()));
@@ -433,9 +468,9 @@ impl EngineBuilder {
             lease: Lease {
                 owner,
                 incarnation: uuid::Uuid::new_v4().simple().to_string(),
-                duration: self.config.lease,
+                duration: config.lease,
             },
-            config: self.config,
+            config,
             live: Mutex::new(HashMap::new()),
             #[cfg(feature = "prometheus")]
             metrics: self.metrics,
@@ -615,7 +650,7 @@ impl Engine {
             Transaction::Saga(s) => Machine::Saga(SagaMachine::new(s.deps.clone())),
             Transaction::Tcc(t) => Machine::Tcc(TccMachine::new(t.branches.len())),
         };
-        let deadline = deadline_after.map(|d| SystemTime::now() + d);
+        let deadline = deadline_after.map(|d| crate::duration::system_after(SystemTime::now(), d));
         self.shared()
             .spawn(id, Arc::new(transaction), machine, false, deadline);
         Ok(true)
@@ -741,7 +776,7 @@ impl Engine {
         for task in &self.inner.background {
             task.abort();
         }
-        let deadline = Instant::now() + grace;
+        let deadline = crate::duration::instant_after(Instant::now(), grace);
         while self.in_flight() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

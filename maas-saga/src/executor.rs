@@ -278,7 +278,7 @@ async fn run_op(
                 traceparent: Some(traceparent(&trace)),
                 ttl: if op == Operation::Try { ttl } else { None },
             };
-            let outcome = tokio::time::timeout(step.timeout, participant.clone().oneshot(call)).await;
+            let outcome = tokio::time::timeout(crate::duration::clamp(step.timeout), participant.clone().oneshot(call)).await;
             let unknown = match outcome {
                 Ok(Ok(Reply::Done)) => {
                     shared.observe_call(op, "success");
@@ -305,8 +305,8 @@ async fn run_op(
             shared.observe_retry(op);
             let pause = step.retry.pause_after(attempt);
             let wake = match deadline.filter(|_| bounded) {
-                Some(d) => (Instant::now() + pause).min(d),
-                None => Instant::now() + pause,
+                Some(d) => crate::duration::instant_after(Instant::now(), pause).min(d),
+                None => crate::duration::instant_after(Instant::now(), pause),
             };
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => {}

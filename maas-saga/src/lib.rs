@@ -64,6 +64,7 @@
 
 pub mod barrier;
 mod definition;
+mod duration;
 mod engine;
 mod executor;
 #[cfg(feature = "http")]
@@ -80,6 +81,7 @@ pub mod store;
 pub mod tcc_machine;
 
 pub use definition::{DefinitionError, Saga, SagaBuilder, Step, Tcc, TccBuilder, Transaction};
+pub use duration::MAX_DURATION;
 pub use engine::{Engine, EngineBuilder, EngineConfig, EngineError, Outcome, SagaView};
 #[cfg(feature = "http")]
 pub use http_participant::HttpParticipant;

@@ -68,14 +68,19 @@ impl RetryPolicy {
         self
     }
 
-    /// The pause after attempt `attempt` (from 1) failed with an unknown outcome.
+    /// The pause after attempt `attempt` (from 1) failed with an unknown outcome: between
+    /// half and all of `initial × multiplier^(attempt − 1)`, capped at `max_backoff` and at
+    /// [`MAX_DURATION`](crate::MAX_DURATION). Any settings are accepted; none panics.
     pub fn pause_after(&self, attempt: u32) -> Duration {
         let exp = self
             .multiplier
             .max(1.0)
             .powi(attempt.saturating_sub(1).min(64) as i32);
-        let ceiling = (self.initial.as_secs_f64() * exp).min(self.max_backoff.as_secs_f64());
-        let ceiling = Duration::from_secs_f64(ceiling.max(0.0));
+        let most = crate::duration::clamp(self.max_backoff).as_secs_f64();
+        let ceiling = (self.initial.as_secs_f64() * exp).min(most);
+        // Never more than MAX_DURATION (100 years), whatever the settings.
+        let ceiling = Duration::try_from_secs_f64(ceiling.max(0.0))
+            .map_or(crate::MAX_DURATION, crate::duration::clamp);
         let half = ceiling / 2;
         half + ceiling.mul_f64(fastrand::f64()) / 2
     }

@@ -3,6 +3,11 @@
 //! Each write waits for the commit of the batch it joined, so every write is durable when
 //! its future resolves; under load many writes share one commit, which is how the SQL
 //! stores stay well under one commit per transaction.
+//!
+//! One write the database refuses must not fail the others: when a batch of several fails,
+//! each of its writes is committed again on its own, so only the refused one gets the error.
+//! (Writes are validated before they get here — durations are clamped when a transaction is
+//! built — so this is the safety net for what validation cannot foresee.)
 
 use std::future::Future;
 
@@ -41,10 +46,13 @@ impl Batcher {
     /// Starts one worker per `commit` function; each takes up to `max_batch` waiting writes
     /// at a time and commits them with its function, which returns one result per write, in
     /// order. Several workers (each with its own connection) commit in parallel.
+    ///
+    /// A commit function hands its writes back with its result, so that a failed batch can
+    /// be retried one write at a time.
     pub(crate) fn spawn<F, Fut>(max_batch: usize, commits: Vec<F>) -> Self
     where
         F: FnMut(Vec<Write>) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Vec<bool>, StoreError>> + Send,
+        Fut: Future<Output = (Vec<Write>, Result<Vec<bool>, StoreError>)> + Send,
     {
         let (tx, rx) = mpsc::channel::<Pending>(max_batch * 4);
         let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
@@ -65,13 +73,22 @@ impl Batcher {
                         batch
                     };
                     let (writes, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                    let several = writes.len() > 1;
                     match commit(writes).await {
-                        Ok(results) => {
+                        (_, Ok(results)) => {
                             for (reply, ok) in replies.into_iter().zip(results) {
                                 let _ = reply.send(Ok(ok));
                             }
                         }
-                        Err(e) => {
+                        (writes, Err(e)) if several && writes.len() == replies.len() => {
+                            tracing::warn!(error = %e, writes = writes.len(), "a batch failed; committing its writes one by one");
+                            for (write, reply) in writes.into_iter().zip(replies) {
+                                let (_, result) = commit(vec![write]).await;
+                                let _ =
+                                    reply.send(result.map(|r| r.first().copied().unwrap_or(false)));
+                            }
+                        }
+                        (_, Err(e)) => {
                             for reply in replies {
                                 let _ = reply.send(Err(e.clone()));
                             }

@@ -8,6 +8,7 @@ use super::{
     AdminRequest, BoxFuture, BranchProgress, Lease, NewSaga, Renewed, SagaRecord, SagaStore,
     StoreError,
 };
+use crate::duration::system_after;
 use crate::{SagaId, Status};
 
 #[derive(Debug, Clone)]
@@ -61,13 +62,13 @@ impl SagaStore for MemoryStore {
                             status: Status::Running,
                             created_at: now,
                             updated_at: now,
-                            deadline: saga.deadline_after.map(|d| now + d),
+                            deadline: saga.deadline_after.map(|d| system_after(now, d)),
                             progress: Vec::new(),
                             owner: Some(lease.owner.clone()),
                             request: None,
                         },
                         incarnation: Some(lease.incarnation.clone()),
-                        lease_until: now + lease.duration,
+                        lease_until: system_after(now, lease.duration),
                     },
                 );
                 true
@@ -125,7 +126,7 @@ impl SagaStore for MemoryStore {
         ids: &'a [SagaId],
     ) -> BoxFuture<'a, Result<Vec<Renewed>, StoreError>> {
         Box::pin(async move {
-            let until = SystemTime::now() + lease.duration;
+            let until = system_after(SystemTime::now(), lease.duration);
             Ok(self.with(|rows| {
                 ids.iter()
                     .filter_map(|id| {
@@ -167,7 +168,7 @@ impl SagaStore for MemoryStore {
                     if !row.record.status.is_final() && (expired || own_past_life) {
                         row.record.owner = Some(lease.owner.clone());
                         row.incarnation = Some(lease.incarnation.clone());
-                        row.lease_until = now + lease.duration;
+                        row.lease_until = system_after(now, lease.duration);
                         claimed.push(row.record.clone());
                     }
                 }

@@ -17,6 +17,7 @@ use super::{
     AdminRequest, BoxFuture, BranchProgress, Lease, NewSaga, Renewed, SagaRecord, SagaStore,
     StoreError, decode_progress, decode_transaction, from_millis,
 };
+use crate::duration::millis;
 use crate::{SagaId, Status};
 
 const SCHEMA: &[&str] = &[
@@ -85,7 +86,10 @@ impl PgStore {
             let writer = Arc::new((client, statement));
             commits.push(move |writes: Vec<Write>| {
                 let writer = writer.clone();
-                async move { commit_batch(&writer.0, &writer.1, writes).await }
+                async move {
+                    let result = commit_batch(&writer.0, &writer.1, &writes).await;
+                    (writes, result)
+                }
             });
         }
         Ok(PgStore {
@@ -130,10 +134,6 @@ fn json(progress: &[BranchProgress]) -> String {
     serde_json::to_string(progress).unwrap_or_else(|_| "[]".to_owned())
 }
 
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
 /// A whole batch in one statement (so one round trip and one commit): the intents, the
 /// decisions and the final statuses, each from arrays, as data-modifying CTEs. A write that
 /// did not apply (a duplicate id, a lost lease) is simply not returned.
@@ -170,9 +170,9 @@ SELECT 'c', id FROM created UNION ALL SELECT 'm', id FROM decided UNION ALL SELE
 async fn commit_batch(
     client: &Client,
     statement: &tokio_postgres::Statement,
-    writes: Vec<Write>,
+    writes: &[Write],
 ) -> Result<Vec<bool>, StoreError> {
-    let firsts = first_creates(&writes);
+    let firsts = first_creates(writes);
     let mut c = (
         Vec::new(),
         Vec::new(),

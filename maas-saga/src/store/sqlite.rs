@@ -15,6 +15,7 @@ use super::{
     AdminRequest, BoxFuture, BranchProgress, Lease, NewSaga, Renewed, SagaRecord, SagaStore,
     StoreError, decode_progress, decode_transaction, from_millis, to_millis,
 };
+use crate::duration::millis;
 use crate::{SagaId, Status};
 
 const SCHEMA: &[&str] = &[
@@ -76,9 +77,16 @@ impl SqliteStore {
             vec![move |writes: Vec<Write>| {
                 let conn = writer_conn.clone();
                 async move {
-                    tokio::task::spawn_blocking(move || commit(&mut lock(&conn), &writes))
-                        .await
-                        .map_err(backend)?
+                    let done = tokio::task::spawn_blocking(move || {
+                        let result = commit(&mut lock(&conn), &writes);
+                        (writes, result)
+                    })
+                    .await;
+                    match done {
+                        Ok(done) => done,
+                        // The blocking task panicked: its writes are gone with it.
+                        Err(e) => (Vec::new(), Err(backend(e))),
+                    }
                 }
             }],
         );
@@ -135,7 +143,7 @@ fn commit(conn: &mut Connection, writes: &[Write]) -> Result<Vec<bool>, StoreErr
         let changed = match write {
             Write::Create(s, lease) => {
                 let definition = serde_json::to_string(&s.transaction).map_err(backend)?;
-                let deadline = s.deadline_after.map(|d| now + d.as_millis() as i64);
+                let deadline = s.deadline_after.map(|d| now.saturating_add(millis(d)));
                 first
                     && tx
                         .execute(
@@ -150,7 +158,7 @@ fn commit(conn: &mut Connection, writes: &[Write]) -> Result<Vec<bool>, StoreErr
                                 definition,
                                 lease.owner,
                                 lease.incarnation,
-                                now + lease.duration.as_millis() as i64,
+                                now.saturating_add(millis(lease.duration)),
                                 now,
                                 deadline
                             ],
@@ -311,7 +319,7 @@ impl SagaStore for SqliteStore {
                     "UPDATE maas_saga SET lease_until = ?2,
                         request = CASE WHEN request = 'retry' THEN NULL ELSE request END
                      WHERE id = ?1",
-                    params![id, now + lease.duration.as_millis() as i64],
+                    params![id, now.saturating_add(millis(lease.duration))],
                 )
                 .map_err(backend)?;
                 renewed.push(Renewed {
@@ -350,7 +358,7 @@ impl SagaStore for SqliteStore {
                         params![
                             lease.owner,
                             lease.incarnation,
-                            now + lease.duration.as_millis() as i64,
+                            now.saturating_add(millis(lease.duration)),
                             now,
                             limit as i64
                         ],
