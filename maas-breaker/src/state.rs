@@ -55,6 +55,10 @@ impl fmt::Display for BreakerState {
 // The word: state in bits 0..3, generation in 3..32, half-open probes in flight in 32..48,
 // half-open successes in 48..64. Every state change bumps the generation, so a result that
 // comes back from an earlier generation is recognised and ignored.
+//
+// Capacity: probes and successes hold 65,535 (`build()` refuses more); the generation wraps
+// after 2^29 state changes, so a permit would have to outlive 536 million transitions to be
+// mistaken for a current one.
 const STATE_MASK: u64 = 0b111;
 const GEN_SHIFT: u32 = 3;
 const GEN_MASK: u64 = (1 << 29) - 1;

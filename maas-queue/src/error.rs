@@ -27,6 +27,54 @@ pub enum ConfigError {
     /// A zero where a positive number or duration is needed.
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+    /// A duration longer than the Kafka protocol (32-bit milliseconds) can carry.
+    #[error("{name} must be at most {max:?}")]
+    TooLong {
+        /// Which setting.
+        name: &'static str,
+        /// The longest accepted.
+        max: Duration,
+    },
+    /// A heartbeat interval that does not fit in the session timeout: the member would be
+    /// removed from its group between two heartbeats.
+    #[error(
+        "heartbeat_interval ({heartbeat:?}) must be shorter than session_timeout ({session:?})"
+    )]
+    HeartbeatNotBelowSession {
+        /// The heartbeat interval given.
+        heartbeat: Duration,
+        /// The session timeout given.
+        session: Duration,
+    },
+    /// A topic whose retry or dead-letter topic would have a name Kafka refuses.
+    #[error(
+        "topic `{topic}` needs the topic `{derived}`, whose name Kafka would refuse (1–249 characters of [a-zA-Z0-9._-])"
+    )]
+    DerivedTopicName {
+        /// The topic consumed.
+        topic: String,
+        /// The retry or dead-letter topic derived from it.
+        derived: String,
+    },
+}
+
+/// The longest duration carried in a Kafka request field (`i32` milliseconds, ~24.8 days).
+pub(crate) const PROTOCOL_MAX: Duration = Duration::from_millis(i32::MAX as u64);
+
+/// The longest delay, linger, timeout or backoff kept internally: one year, as good as
+/// never. Longer settings are clamped to it, so time arithmetic cannot overflow.
+pub(crate) const LONGEST: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Refuses `d` for `name` when it does not fit a Kafka request field.
+pub(crate) fn check_protocol(name: &'static str, d: Duration) -> Result<(), ConfigError> {
+    if d > PROTOCOL_MAX {
+        Err(ConfigError::TooLong {
+            name,
+            max: PROTOCOL_MAX,
+        })
+    } else {
+        Ok(())
+    }
 }
 
 /// Checks a topic name the way Kafka does.

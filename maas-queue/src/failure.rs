@@ -113,6 +113,16 @@ impl FailurePolicy {
         format!("{topic}.dlq")
     }
 
+    /// The policy with its backoff and delays clamped to a year (as good as never), so
+    /// that due times cannot overflow.
+    pub(crate) fn clamped(mut self) -> Self {
+        self.backoff = self.backoff.min(crate::error::LONGEST);
+        for d in &mut self.retry_topics {
+            *d = (*d).min(crate::error::LONGEST);
+        }
+        self
+    }
+
     /// The topics a consumer of `topic` also reads: its retry topics.
     pub(crate) fn retry_topics_of(&self, topic: &str) -> Vec<String> {
         (1..=self.retry_topics.len())

@@ -169,7 +169,7 @@ async fn create_failure_topics(shared: &Shared, stopped: &mut watch::Receiver<bo
                     if pause(backoff, stopped).await {
                         return false;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff = backoff.saturating_mul(2).min(Duration::from_secs(5));
                 }
             }
         }
@@ -202,7 +202,7 @@ async fn rskafka_client(
         if pause(backoff, stopped).await {
             return None;
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff = backoff.saturating_mul(2).min(Duration::from_secs(5));
     }
 }
 
@@ -230,7 +230,7 @@ fn start_worker(
             if pause(backoff, &mut stop).await {
                 return;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            backoff = backoff.saturating_mul(2).min(Duration::from_secs(5));
         };
         let position = match committed {
             Some(p) => p,
@@ -464,7 +464,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>)
                 if pause(backoff, &mut stopped).await {
                     break;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = backoff.saturating_mul(2).min(Duration::from_secs(5));
                 continue;
             }
         };

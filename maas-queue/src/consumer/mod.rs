@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tower::util::BoxCloneService;
 use tower::{Service, ServiceExt};
 
-use crate::error::{check_brokers, check_topic};
+use crate::error::{LONGEST, check_brokers, check_protocol, check_topic};
 use crate::memory::MemoryBroker;
 use crate::{BoxError, ConfigError, FailurePolicy, Message, Producer};
 
@@ -243,6 +243,7 @@ impl GroupConsumerBuilder {
         for (name, zero) in [
             ("session_timeout", c.session_timeout.is_zero()),
             ("heartbeat_interval", c.heartbeat_interval.is_zero()),
+            ("rebalance_timeout", c.rebalance_timeout.is_zero()),
             ("commit_interval", c.commit_interval.is_zero()),
             ("partition_parallelism", c.partition_parallelism == 0),
             ("key_parallelism", c.key_parallelism == 0),
@@ -253,8 +254,40 @@ impl GroupConsumerBuilder {
                 return Err(ConfigError::Zero(name));
             }
         }
+        for (name, d) in [
+            ("session_timeout", c.session_timeout),
+            ("rebalance_timeout", c.rebalance_timeout),
+            ("fetch_max_wait", c.fetch_max_wait),
+            ("request_timeout", c.request_timeout),
+        ] {
+            check_protocol(name, d)?;
+        }
+        if c.heartbeat_interval >= c.session_timeout {
+            return Err(ConfigError::HeartbeatNotBelowSession {
+                heartbeat: c.heartbeat_interval,
+                session: c.session_timeout,
+            });
+        }
+        for t in &c.topics {
+            let dlq = c.failure.dlq.then(|| c.failure.dlq_topic(t));
+            for derived in c.failure.retry_topics_of(t).into_iter().chain(dlq) {
+                if check_topic(&derived).is_err() {
+                    return Err(ConfigError::DerivedTopicName {
+                        topic: t.clone(),
+                        derived,
+                    });
+                }
+            }
+        }
+        let mut config = self.config;
+        config.commit_interval = config.commit_interval.min(LONGEST);
+        // A bound of "everything" is as many permits as a semaphore holds.
+        let most = tokio::sync::Semaphore::MAX_PERMITS;
+        config.partition_parallelism = config.partition_parallelism.min(most);
+        config.key_parallelism = config.key_parallelism.min(most);
+        config.failure = config.failure.clamped();
         Ok(GroupConsumer {
-            config: self.config,
+            config,
             memory: self.memory,
         })
     }

@@ -119,9 +119,17 @@ pub(crate) async fn handle(shared: &Shared, m: Message) {
     let policy = &shared.config.failure;
     let history = History::of(&m);
     if let Some(due) = history.due {
-        let wait = due - millis(SystemTime::now());
+        // A due time is a header anyone could write: never wait longer than this retry
+        // level's own delay.
+        let longest = history
+            .level
+            .checked_sub(1)
+            .and_then(|l| policy.retry_topics.get(l))
+            .copied()
+            .unwrap_or(Duration::ZERO);
+        let wait = due.saturating_sub(millis(SystemTime::now()));
         if wait > 0 {
-            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+            tokio::time::sleep(Duration::from_millis(wait as u64).min(longest)).await;
         }
     }
     let span = tracing::info_span!(
@@ -154,7 +162,7 @@ pub(crate) async fn handle(shared: &Shared, m: Message) {
                     shared.observe(&m.topic, "retried");
                     tracing::debug!(target: "maas_queue", parent: &span, error = %e, attempt, "handler failed; retrying");
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    backoff = backoff.saturating_mul(2).min(Duration::from_secs(30));
                     continue;
                 }
                 break (e.to_string(), poison);
@@ -168,7 +176,7 @@ pub(crate) async fn handle(shared: &Shared, m: Message) {
     let next_level = history.level + 1;
     let record = if !poison && next_level <= policy.retry_topics.len() {
         let delay = policy.retry_topics[history.level];
-        let due = millis(SystemTime::now()) + delay.as_millis() as i64;
+        let due = millis(SystemTime::now()).saturating_add(delay.as_millis() as i64);
         shared.retried.fetch_add(1, Ordering::Relaxed);
         shared.observe(&m.topic, "retried");
         tracing::info!(target: "maas_queue", parent: &span, %error, level = next_level, "moving the record to a retry topic");
@@ -200,7 +208,7 @@ pub(crate) async fn handle(shared: &Shared, m: Message) {
         while let Err(e) = shared.dead_letters.send(record.clone()).await {
             tracing::warn!(target: "maas_queue", error = %e, topic = %record.topic, "could not store a failed record; retrying");
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(5));
+            pause = pause.saturating_mul(2).min(Duration::from_secs(5));
         }
     }
 }

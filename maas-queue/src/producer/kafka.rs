@@ -290,7 +290,7 @@ async fn layout_within_timeout(s: &Shared, topic: &str) -> Result<Arc<TopicLayou
         tracing::debug!(target: "maas_queue", %topic, error = %err, "metadata lookup failed; retrying");
         s.cluster.invalidate(topic).await;
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(2));
+        pause = pause.saturating_mul(2).min(Duration::from_secs(2));
     }
 }
 
@@ -387,7 +387,7 @@ async fn send_batch(
         }
         tracing::debug!(target: "maas_queue", %topic, partition, error = %err, "produce failed; retrying");
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(2));
+        pause = pause.saturating_mul(2).min(Duration::from_secs(2));
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 pub use batch::Compression;
 pub(crate) use batch::millis;
 
-use crate::error::{check_brokers, check_topic};
+use crate::error::{LONGEST, check_brokers, check_protocol, check_topic};
 use crate::memory::MemoryBroker;
 use crate::{ConfigError, QueueError, Record};
 
@@ -58,6 +58,9 @@ impl std::future::Future for SendFuture {
     }
 }
 
+/// The longest linger accepted (librdkafka's bound for `linger.ms`).
+const MAX_LINGER: Duration = Duration::from_secs(15 * 60);
+
 /// Settings of a [`Producer`].
 #[derive(Debug, Clone)]
 pub(crate) struct ProducerConfig {
@@ -88,6 +91,8 @@ impl ProducerBuilder {
 
     /// How long a partition's first record may wait for others to join its batch (default
     /// 0: send at once; records arriving while a batch is in flight still batch together).
+    /// At most 15 minutes (librdkafka's bound for `linger.ms`); longer is a
+    /// [`ConfigError::TooLong`].
     pub fn linger(mut self, linger: Duration) -> Self {
         self.config.linger = linger;
         self
@@ -105,13 +110,15 @@ impl ProducerBuilder {
         self
     }
 
-    /// How long a record may take, retries included, before its send fails (default 30 s).
+    /// How long a record may take, retries included, before its send fails (default 30 s;
+    /// longer than a year, e.g. `Duration::MAX` for "keep trying", counts as a year).
     pub fn delivery_timeout(mut self, timeout: Duration) -> Self {
         self.config.delivery_timeout = timeout;
         self
     }
 
-    /// Time limit of each request to a broker (default 10 s).
+    /// Time limit of each request to a broker (default 10 s; at most `i32::MAX` ms, what the
+    /// protocol carries — longer is a [`ConfigError::TooLong`]).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.config.request_timeout = timeout;
         self
@@ -137,7 +144,26 @@ impl ProducerBuilder {
     }
 
     /// Validates the settings and builds the producer. Connections are opened on first use.
-    pub fn build(self) -> Result<Producer, ConfigError> {
+    pub fn build(mut self) -> Result<Producer, ConfigError> {
+        check_protocol("request_timeout", self.config.request_timeout)?;
+        if self.config.linger > MAX_LINGER {
+            return Err(ConfigError::TooLong {
+                name: "linger",
+                max: MAX_LINGER,
+            });
+        }
+        // Longer than a year is as good as never; clamped so deadlines cannot overflow.
+        // A bound of "everything" is as many permits as a semaphore holds.
+        self.config.max_buffered = self
+            .config
+            .max_buffered
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        for d in [
+            &mut self.config.delivery_timeout,
+            &mut self.config.retry_backoff,
+        ] {
+            *d = (*d).min(LONGEST);
+        }
         let c = &self.config;
         if self.memory.is_none() {
             check_brokers(&c.brokers)?;
