@@ -99,7 +99,7 @@ impl QueueMetrics {
         self.commits.with_label_values(&[group]).inc();
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         self.last_commit.with_label_values(&[group]).set(now);
     }
 

@@ -105,7 +105,8 @@ pub async fn cleanup(
     client
         .execute(
             "DELETE FROM maas_saga_barrier WHERE created_at < now() - $1::bigint * interval '1 millisecond'",
-            &[&(retention.as_millis() as i64)],
+            // Clamped: cast unclamped, Duration::MAX wrapped and deleted every row.
+            &[&crate::duration::millis(retention)],
         )
         .await
 }

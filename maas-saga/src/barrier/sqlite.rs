@@ -86,7 +86,9 @@ pub fn enter(tx: &Connection, key: &BranchKey) -> rusqlite::Result<Barrier> {
 
 /// Deletes barrier rows older than `retention`; returns how many.
 pub fn cleanup(conn: &Connection, retention: Duration) -> rusqlite::Result<u64> {
-    let cutoff = now_millis() - retention.as_millis() as i64;
+    // Clamped: a retention of Duration::MAX keeps everything (cast unclamped, it wrapped to a
+    // negative number and deleted every row, so retries would have applied twice).
+    let cutoff = now_millis().saturating_sub(crate::duration::millis(retention));
     conn.execute(
         "DELETE FROM maas_saga_barrier WHERE created_at < ?1",
         params![cutoff],
@@ -112,6 +114,25 @@ mod tests {
         let b = enter(&tx, &key(op)).unwrap();
         tx.commit().unwrap();
         b
+    }
+
+    #[test]
+    fn cleanup_with_an_endless_retention_keeps_every_row() {
+        // Before: Duration::MAX wrapped to a negative cut-off and every row was deleted,
+        // so a retried action would have applied twice.
+        let mut c = Connection::open_in_memory().unwrap();
+        migrate(&c).unwrap();
+        assert_eq!(once(&mut c, Operation::Action), Barrier::Proceed);
+        for retention in [
+            Duration::MAX,
+            Duration::from_nanos(u64::MAX),
+            Duration::from_secs(60),
+        ] {
+            assert_eq!(cleanup(&c, retention).unwrap(), 0, "{retention:?}");
+        }
+        assert_eq!(once(&mut c, Operation::Action), Barrier::Duplicate);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(cleanup(&c, Duration::ZERO).unwrap(), 1);
     }
 
     #[test]

@@ -384,7 +384,7 @@ impl SagaStore for PgStore {
                         &lease.owner,
                         &lease.incarnation,
                         &millis(lease.duration),
-                        &(limit as i64),
+                        &i64::try_from(limit).unwrap_or(i64::MAX),
                     ],
                 )
                 .await
@@ -420,7 +420,7 @@ impl SagaStore for PgStore {
                         "SELECT {COLUMNS} FROM maas_saga s WHERE s.status = $1
                          ORDER BY s.created_at DESC, s.id DESC LIMIT $2"
                     ),
-                    &[&status.as_str(), &(limit as i64)],
+                    &[&status.as_str(), &i64::try_from(limit).unwrap_or(i64::MAX)],
                 )
                 .await
                 .map_err(backend)?;

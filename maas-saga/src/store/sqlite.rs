@@ -360,7 +360,7 @@ impl SagaStore for SqliteStore {
                             lease.incarnation,
                             now.saturating_add(millis(lease.duration)),
                             now,
-                            limit as i64
+                            i64::try_from(limit).unwrap_or(i64::MAX)
                         ],
                         record,
                     )
@@ -397,7 +397,7 @@ impl SagaStore for SqliteStore {
                     "SELECT {COLUMNS} FROM maas_saga WHERE status = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2"
                 ))
                 .map_err(backend)?;
-            let rows = stmt.query_map(params![status.as_str(), limit as i64], record).map_err(backend)?;
+            let rows = stmt.query_map(params![status.as_str(), i64::try_from(limit).unwrap_or(i64::MAX)], record).map_err(backend)?;
             collect(rows)
         }))
     }
@@ -421,7 +421,7 @@ impl SagaStore for SqliteStore {
 
     fn gc(&self, retention: Duration) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(self.read(move |conn| {
-            let cutoff = to_millis(SystemTime::now()) - retention.as_millis() as i64;
+            let cutoff = to_millis(SystemTime::now()).saturating_sub(millis(retention));
             conn.execute(
                 "DELETE FROM maas_saga WHERE status IN ('committed', 'compensated') AND updated_at < ?1",
                 params![cutoff],
