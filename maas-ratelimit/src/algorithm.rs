@@ -10,6 +10,19 @@
 //! | [`SlidingWindowCore`] | 8 × (buckets + 3) bytes | [`SlidingWindow`](crate::SlidingWindow) |
 //!
 //! [`KeyedLimiter`]: crate::KeyedLimiter
+//!
+//! ## How this relates to the single-stream limiters
+//!
+//! There is one implementation of each algorithm, its *configuration* type (`GcraConfig`,
+//! `FixedConfig`, `SlidingConfig`), which computes a check from a state and a time. Two
+//! wrappers hold the state: an [`Algorithm`] core keeps one state per key inside a
+//! [`KeyedLimiter`]; [`TokenBucket`](crate::TokenBucket) and
+//! [`FixedWindow`](crate::FixedWindow) keep a single state word tagged with a configuration
+//! generation (the crate-private `WordConfig` seam), which is what lets `set_quota` swap the
+//! configuration without a lock on the check path. Both wrappers call the same step
+//! functions, so a single limiter and one key of a keyed limiter decide identically.
+//! To write a limiter of your own, implement [`Limiter`](crate::Limiter), answering with
+//! [`Decision::allowed`](crate::Decision::allowed) / [`Decision::rejected`](crate::Decision::rejected).
 
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -34,6 +34,52 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// An allowed request: `remaining` units would still pass after it, and the limiter is
+    /// back to its full quota after `reset_after` if nothing else arrives. For limiters
+    /// written outside this crate (a distributed one, say) to plug into
+    /// [`RateLimitLayer`](crate::RateLimitLayer) and the HTTP adapter.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use maas_ratelimit::Decision;
+    /// let d = Decision::allowed(10, 9, Duration::from_secs(1));
+    /// assert!(d.is_allowed() && d.retry_after().is_none());
+    /// ```
+    pub fn allowed(limit: u64, remaining: u64, reset_after: Duration) -> Self {
+        Decision {
+            allowed: true,
+            limit,
+            remaining: remaining.min(limit),
+            reset_after,
+            retry_after: None,
+        }
+    }
+
+    /// A rejected request. `retry_after` is when the same request would pass; `None` means
+    /// it never can (its cost exceeds the limit).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use maas_ratelimit::Decision;
+    /// let d = Decision::rejected(10, 0, Duration::from_secs(1), Some(Duration::from_millis(100)));
+    /// assert!(!d.is_allowed() && !d.can_never_pass());
+    /// assert!(Decision::rejected(10, 10, Duration::ZERO, None).can_never_pass());
+    /// ```
+    pub fn rejected(
+        limit: u64,
+        remaining: u64,
+        reset_after: Duration,
+        retry_after: Option<Duration>,
+    ) -> Self {
+        Decision {
+            allowed: false,
+            limit,
+            remaining: remaining.min(limit),
+            reset_after,
+            retry_after,
+        }
+    }
+
     /// Whether the request may pass (its cost was consumed, unless this was a peek).
     #[inline]
     pub fn is_allowed(&self) -> bool {

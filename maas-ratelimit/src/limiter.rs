@@ -12,7 +12,33 @@ use crate::{Decision, FixedWindow, KeyedLimiter, SlidingWindow, TokenBucket};
 ///
 /// Implemented by the three single-stream limiters (which ignore the key), by
 /// [`KeyedLimiter`], and by `Arc`s of them. [`RateLimitLayer`](crate::RateLimitLayer) accepts
-/// any implementation, so you can also plug in your own (e.g. a distributed limiter).
+/// any implementation, so you can also plug in your own (e.g. a distributed limiter),
+/// answering with [`Decision::allowed`] and [`Decision::rejected`]:
+///
+/// ```
+/// use std::time::Duration;
+/// use maas_ratelimit::{Decision, Limiter};
+///
+/// /// Lets through requests whose key is on a list; everything else is told to come back.
+/// struct AllowList(Vec<String>);
+///
+/// impl Limiter<str> for AllowList {
+///     fn check_key(&self, key: &str, _cost: u64) -> Decision {
+///         self.peek_key(key, 0)
+///     }
+///     fn peek_key(&self, key: &str, _cost: u64) -> Decision {
+///         if self.0.iter().any(|k| k == key) {
+///             Decision::allowed(1, 1, Duration::ZERO)
+///         } else {
+///             Decision::rejected(1, 0, Duration::ZERO, Some(Duration::from_secs(60)))
+///         }
+///     }
+/// }
+///
+/// let limiter = AllowList(vec!["acme".into()]);
+/// assert!(limiter.check_key("acme", 1).is_allowed());
+/// assert!(!limiter.check_key("globex", 1).is_allowed());
+/// ```
 pub trait Limiter<K: ?Sized>: Send + Sync + 'static {
     /// Checks `cost` units for `key`, consuming them when the request passes.
     fn check_key(&self, key: &K, cost: u64) -> Decision;

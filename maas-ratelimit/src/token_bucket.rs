@@ -101,7 +101,7 @@ impl GcraConfig {
         if ahead <= mask / 2 { ahead } else { 0 }
     }
 
-    /// The quota this configuration enforces, as a `Quota`.
+    /// The capacity and the emission interval this configuration enforces.
     pub(crate) fn describe(&self) -> (u64, Duration) {
         (self.capacity, Duration::from_nanos(self.interval))
     }
@@ -210,6 +210,8 @@ impl GcraConfig {
 #[derive(Debug)]
 pub struct TokenBucket<C: Clock = MonotonicClock> {
     cell: Versioned<GcraConfig>,
+    /// The quota as last given (the cell keeps only what checks need).
+    quota: std::sync::Mutex<Quota>,
     clock: C,
 }
 
@@ -246,6 +248,7 @@ impl<C: Clock> TokenBucketBuilder<C> {
         // A TAT of now: a full bucket, whatever the clock reads.
         Ok(TokenBucket {
             cell: Versioned::new(config, self.clock.now_nanos()),
+            quota: std::sync::Mutex::new(self.quota),
             clock: self.clock,
         })
     }
@@ -274,12 +277,20 @@ impl<C: Clock> TokenBucket<C> {
     /// quota is invalid.
     pub fn set_quota(&self, quota: Quota) -> Result<(), ConfigError> {
         let new = GcraConfig::new(&quota, self.clock.resolution())?;
+        let mut current = self.quota.lock().unwrap_or_else(|p| p.into_inner());
         self.cell.retune(new, || self.clock.now_nanos());
+        *current = quota;
         Ok(())
     }
 
-    /// The current capacity and emission interval (time per token).
-    pub fn quota(&self) -> (u64, Duration) {
+    /// The quota in force, as it was given (like [`FixedWindow::quota`](crate::FixedWindow::quota)).
+    pub fn quota(&self) -> Quota {
+        *self.quota.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The bucket's capacity (its burst) and emission interval — the time one token takes
+    /// to refill, `period / limit` rounded up to a whole nanosecond.
+    pub fn emission(&self) -> (u64, Duration) {
         self.cell.config().describe()
     }
 
@@ -373,7 +384,8 @@ mod tests {
         assert_eq!(d.retry_after(), Some(Duration::from_millis(10)));
         clock.advance(Duration::from_millis(10));
         assert!(b.check().is_allowed());
-        assert_eq!(b.quota(), (100, Duration::from_millis(10)));
+        assert_eq!(b.emission(), (100, Duration::from_millis(10)));
+        assert_eq!(b.quota(), Quota::per_second(100));
     }
 
     #[test]
@@ -443,6 +455,6 @@ mod tests {
             b.set_quota(Quota::per_second(0)),
             Err(ConfigError::ZeroLimit)
         );
-        assert_eq!(b.quota().0, 3);
+        assert_eq!(b.emission().0, 3);
     }
 }

@@ -188,7 +188,7 @@ proptest! {
             return Ok(());
         };
         let keyed = KeyedLimiter::token_bucket(quota).clock(clock.clone()).build::<u8>().unwrap();
-        let (capacity, interval) = bucket.quota();
+        let (capacity, interval) = bucket.emission();
         let interval = interval.as_nanos() as u64;
         let (mut single, mut per_key) = (Vec::new(), Vec::new());
         for (gap, cost) in arrivals {

@@ -179,3 +179,81 @@ async fn a_cancelled_waiter_frees_its_place() {
     assert!(call(&mut next, 2).await.is_ok());
     assert!(start.elapsed() < Duration::from_millis(300));
 }
+
+/// Spawns `n` calls through `svc`, 2 ms apart so their order is unambiguous.
+async fn queue_up<S>(
+    svc: &S,
+    n: u64,
+) -> Vec<tokio::task::JoinHandle<Result<u64, RateLimitError<Infallible>>>>
+where
+    S: Service<u64, Response = u64, Error = RateLimitError<Infallible>> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let mut svc = svc.clone();
+        tasks.push(tokio::spawn(async move { call(&mut svc, i).await }));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    tasks
+}
+
+#[tokio::test]
+async fn wait_mode_rejects_at_once_a_request_that_would_wait_too_long_behind_the_queue() {
+    // 1 per 200 ms, so each waiter behind the first waits 200 ms more; the maximum is 500 ms.
+    let limiter = TokenBucket::builder(Quota::new(1, Duration::from_millis(200)))
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(
+            RateLimitLayer::builder(limiter)
+                .wait_up_to(Duration::from_millis(500))
+                .build(),
+        )
+        .service(service_fn(|n: u64| async move { Echo::Ok(n) }));
+    // One passes, two wait (~200 and ~400 ms).
+    let queued = queue_up(&svc, 3).await;
+    // Behind them this one would wait ~600 ms: before, it waited the whole 500 ms and was
+    // then rejected; now it is rejected on arrival.
+    let start = Instant::now();
+    let err = call(&mut svc.clone(), 9).await.unwrap_err();
+    let took = start.elapsed();
+    assert!(err.as_limited().is_some());
+    assert!(
+        took < Duration::from_millis(50),
+        "rejected only after {took:?}"
+    );
+    for t in queued {
+        assert!(
+            t.await.unwrap().is_ok(),
+            "a request that fit in the maximum was rejected"
+        );
+    }
+}
+
+#[tokio::test]
+async fn wait_mode_bounds_its_waiters_and_rejects_the_excess_at_once() {
+    let limiter = TokenBucket::builder(Quota::new(1, Duration::from_millis(100)))
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(
+            RateLimitLayer::builder(limiter)
+                .wait_up_to(Duration::from_secs(10))
+                .max_waiters(2)
+                .build(),
+        )
+        .service(service_fn(|n: u64| async move { Echo::Ok(n) }));
+    let queued = queue_up(&svc, 3).await; // one passes, two wait: the queue is full
+    let start = Instant::now();
+    let err = call(&mut svc.clone(), 9).await.unwrap_err();
+    assert!(err.as_limited().is_some());
+    assert!(
+        start.elapsed() < Duration::from_millis(50),
+        "rejected only after {:?}",
+        start.elapsed()
+    );
+    for t in queued {
+        assert!(t.await.unwrap().is_ok());
+    }
+}

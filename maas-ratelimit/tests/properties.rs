@@ -27,7 +27,7 @@ proptest! {
             .clock(clock.clone())
             .build()
             .unwrap();
-        let (_, interval) = bucket.quota();
+        let (_, interval) = bucket.emission();
         let interval = interval.as_nanos() as u64;
         let mut now = 0u64;
         let mut admitted: Vec<(u64, u64)> = Vec::new();

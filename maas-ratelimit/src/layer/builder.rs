@@ -71,6 +71,7 @@ impl<L> RateLimitLayer<L> {
             key: NoKey,
             cost: UnitCost,
             mode: Mode::Reject,
+            max_waiters: super::wait::DEFAULT_MAX_WAITERS,
             #[cfg(feature = "prometheus")]
             counters: None,
         }
@@ -109,6 +110,7 @@ pub struct RateLimitLayerBuilder<L, KF = NoKey, CF = UnitCost> {
     key: KF,
     cost: CF,
     mode: Mode,
+    max_waiters: usize,
     #[cfg(feature = "prometheus")]
     counters: Option<Arc<crate::metrics::Counters>>,
 }
@@ -122,6 +124,7 @@ impl<L, KF, CF> RateLimitLayerBuilder<L, KF, CF> {
             key,
             cost: self.cost,
             mode: self.mode,
+            max_waiters: self.max_waiters,
             #[cfg(feature = "prometheus")]
             counters: self.counters,
         }
@@ -135,16 +138,25 @@ impl<L, KF, CF> RateLimitLayerBuilder<L, KF, CF> {
             key: self.key,
             cost,
             mode: self.mode,
+            max_waiters: self.max_waiters,
             #[cfg(feature = "prometheus")]
             counters: self.counters,
         }
     }
 
     /// Over the limit, wait up to `max` for quota instead of rejecting at once. Waiters of
-    /// one key are served in arrival order; a request that could not pass within `max` is
-    /// rejected immediately, without waiting in vain. Requires a tokio runtime.
+    /// one key are served in arrival order; a request that could not pass within `max` —
+    /// projected behind the cost already queued for its key — is rejected immediately,
+    /// without waiting in vain. Requires a tokio runtime.
     pub fn wait_up_to(mut self, max: Duration) -> Self {
         self.mode = Mode::Wait(max);
+        self
+    }
+
+    /// In wait mode, the most requests waiting at once (default 1,024); more are rejected on
+    /// arrival. Bounds the memory and the tasks a burst can pin.
+    pub fn max_waiters(mut self, n: usize) -> Self {
+        self.max_waiters = n;
         self
     }
 
@@ -171,7 +183,7 @@ impl<L, KF, CF> RateLimitLayerBuilder<L, KF, CF> {
                 key: self.key,
                 cost: self.cost,
                 mode: self.mode,
-                queue: WaitQueue::default(),
+                queue: WaitQueue::new(self.max_waiters),
                 #[cfg(feature = "prometheus")]
                 counters: self.counters,
             }),

@@ -13,7 +13,8 @@ pub enum Mode {
     /// Fail at once with a [`RateLimited`](crate::RateLimited) error carrying `retry_after`.
     Reject,
     /// Wait, in arrival order per key, until the request passes — unless that would take
-    /// longer than the given maximum, in which case reject at once.
+    /// longer than the given maximum (projected behind the requests already waiting for the
+    /// key), or the layer already holds its maximum number of waiters: then reject at once.
     Wait(Duration),
 }
 
@@ -43,7 +44,7 @@ impl<L, KF, CF> Shared<L, KF, CF> {
     pub(crate) fn admit<K>(&self, key: &K, cost: u64) -> Admission
     where
         L: Limiter<K>,
-        K: ?Sized,
+        K: Hash,
     {
         let admission = match self.mode {
             Mode::Reject => {
@@ -55,21 +56,51 @@ impl<L, KF, CF> Shared<L, KF, CF> {
                 }
             }
             Mode::Wait(max) => {
-                if !self.queue.is_empty() {
-                    return Admission::Wait;
-                }
-                let d = self.limiter.check_key(key, cost);
-                if d.is_allowed() {
-                    Admission::Pass(d)
-                } else if d.retry_after().is_some_and(|w| w <= max) {
-                    return Admission::Wait;
+                let ahead = self.queue.queued_for(key);
+                if ahead == 0 {
+                    let d = self.limiter.check_key(key, cost);
+                    if d.is_allowed() {
+                        Admission::Pass(d)
+                    } else if d.retry_after().is_some_and(|w| w <= max) && !self.queue.is_full() {
+                        return Admission::Wait;
+                    } else {
+                        Admission::Reject(d)
+                    }
                 } else {
-                    Admission::Reject(d)
+                    // Others wait for this key: project this request's wait behind theirs.
+                    let d = self.project(key, ahead, cost);
+                    match d.retry_after() {
+                        Some(w) if w <= max && !self.queue.is_full() => return Admission::Wait,
+                        _ if d.is_allowed() && !self.queue.is_full() => return Admission::Wait,
+                        _ => Admission::Reject(d),
+                    }
                 }
             }
         };
         self.record(&admission);
         admission
+    }
+
+    /// What the limiter says of `ahead + cost` units for `key` — the wait of a request behind
+    /// `ahead` units already queued. When that is more than the whole limit, it is estimated
+    /// as one wait for a whole limit per limit's worth of queued cost (exact for a token
+    /// bucket that the queue keeps empty; lenient for windows, whose later rounds take a
+    /// whole window each — the head of the line still rejects at once when it sees it
+    /// cannot make it).
+    fn project<K: ?Sized>(&self, key: &K, ahead: u64, cost: u64) -> Decision
+    where
+        L: Limiter<K>,
+    {
+        let total = ahead.saturating_add(cost);
+        let d = self.limiter.peek_key(key, total);
+        if !d.can_never_pass() || cost > d.limit() || d.limit() == 0 {
+            return d;
+        }
+        let whole = self.limiter.peek_key(key, d.limit());
+        let one_round = whole.retry_after().unwrap_or(whole.reset_after());
+        let rounds = total.div_ceil(d.limit());
+        let wait = one_round.saturating_mul(u32::try_from(rounds).unwrap_or(u32::MAX));
+        Decision::rejected(d.limit(), d.remaining(), d.reset_after(), Some(wait))
     }
 
     #[inline]
@@ -109,6 +140,7 @@ impl<L, KF, CF> Shared<L, KF, CF> {
             .queue
             .wait(
                 &key,
+                cost,
                 max,
                 || self.limiter.check_key(&key, cost),
                 || self.limiter.peek_key(&key, cost),

@@ -3,11 +3,14 @@
 //! Each key with waiters has a lane: a fair (FIFO) async mutex. The request at the head of a
 //! lane checks the limiter, sleeps for the `retry_after` it is told, and checks again; the
 //! others wait their turn. A request whose deadline would pass before it can go leaves at
-//! once with a rejection. Lanes exist only while someone waits in them.
+//! once with a rejection: on arrival its wait is projected behind the cost already queued
+//! for its key, and once at the head of the line it leaves as soon as the limiter's
+//! `retry_after` exceeds what is left of its deadline. At most `max_waiters` requests wait at
+//! once; more are rejected on arrival. Lanes exist only while someone waits in them.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -15,7 +18,18 @@ use tokio::time::Instant;
 
 use crate::Decision;
 
-type Lane = Arc<tokio::sync::Mutex<()>>;
+/// One key's waiters: a fair mutex whose holder is the head of the line, and the cost of
+/// everyone in the line (for projecting a newcomer's wait).
+#[derive(Debug, Default)]
+struct LaneState {
+    turn: tokio::sync::Mutex<()>,
+    queued: AtomicU64,
+}
+
+type Lane = Arc<LaneState>;
+
+/// Waiters a layer holds at once unless configured otherwise.
+pub(crate) const DEFAULT_MAX_WAITERS: usize = 1024;
 
 /// The longest wait the queue represents: a wait of `Duration::MAX` means "as long as it
 /// takes", which is this far off (about 30 years).
@@ -26,9 +40,10 @@ fn far_as(from: Instant, by: Duration) -> Instant {
     from + by.min(FOREVER)
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct WaitQueue {
     waiting: AtomicUsize,
+    max_waiters: usize,
     lanes: Mutex<HashMap<u64, Lane>>,
     hasher: foldhash::fast::FixedState,
 }
@@ -39,6 +54,7 @@ struct Waiter<'a> {
     queue: &'a WaitQueue,
     lane_key: u64,
     lane: Lane,
+    cost: u64,
 }
 
 impl Drop for Waiter<'_> {
@@ -49,6 +65,7 @@ impl Drop for Waiter<'_> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         // The map and this waiter hold the last two references: nobody else is in the lane.
+        self.lane.queued.fetch_sub(self.cost, Ordering::AcqRel);
         if Arc::strong_count(&self.lane) == 2 {
             lanes.remove(&self.lane_key);
         }
@@ -58,12 +75,41 @@ impl Drop for Waiter<'_> {
 }
 
 impl WaitQueue {
+    /// A queue holding at most `max_waiters` waiters at once.
+    pub(crate) fn new(max_waiters: usize) -> Self {
+        WaitQueue {
+            waiting: AtomicUsize::new(0),
+            max_waiters,
+            lanes: Mutex::new(HashMap::new()),
+            hasher: foldhash::fast::FixedState::default(),
+        }
+    }
+
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.waiting.load(Ordering::Acquire) == 0
     }
 
-    fn join(&self, key: u64) -> Waiter<'_> {
+    /// Whether another waiter would exceed the bound.
+    #[inline]
+    pub(crate) fn is_full(&self) -> bool {
+        self.waiting.load(Ordering::Acquire) >= self.max_waiters
+    }
+
+    /// The cost of the requests already waiting for `key` (0 when none wait).
+    pub(crate) fn queued_for<K: Hash>(&self, key: &K) -> u64 {
+        if self.is_empty() {
+            return 0;
+        }
+        let lane_key = self.hasher.hash_one(key);
+        self.lanes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&lane_key)
+            .map_or(0, |lane| lane.queued.load(Ordering::Acquire))
+    }
+
+    fn join(&self, key: u64, cost: u64) -> Waiter<'_> {
         self.waiting.fetch_add(1, Ordering::AcqRel);
         let lane = self
             .lanes
@@ -72,10 +118,12 @@ impl WaitQueue {
             .entry(key)
             .or_default()
             .clone();
+        lane.queued.fetch_add(cost, Ordering::AcqRel);
         Waiter {
             queue: self,
             lane_key: key,
             lane,
+            cost,
         }
     }
 
@@ -83,13 +131,14 @@ impl WaitQueue {
     pub(crate) async fn wait<K: Hash>(
         &self,
         key: &K,
+        cost: u64,
         max: Duration,
         mut check: impl FnMut() -> Decision,
         peek: impl Fn() -> Decision,
     ) -> Result<Decision, Decision> {
         let deadline = far_as(Instant::now(), max);
-        let waiter = self.join(self.hasher.hash_one(key));
-        let Ok(_turn) = tokio::time::timeout_at(deadline, waiter.lane.lock()).await else {
+        let waiter = self.join(self.hasher.hash_one(key), cost);
+        let Ok(_turn) = tokio::time::timeout_at(deadline, waiter.lane.turn.lock()).await else {
             return Err(peek());
         };
         loop {
