@@ -157,8 +157,9 @@ impl<C: Clock> CircuitBreaker<C> {
         self.inner.release(ticket);
     }
 
-    /// Whether a key-less breaker has been idle: closed with nothing in its window, or any
-    /// state whose deadlines are all past.
+    /// Whether a keyed breaker holds nothing worth keeping: closed (its window goes with
+    /// it — a key that comes back starts with an empty window), open with its wait over, or
+    /// half-open with no probe in flight. Operator states are always kept.
     pub(crate) fn is_evictable(&self) -> bool {
         let now = self.inner.now();
         match self.state() {
