@@ -134,3 +134,47 @@ async fn an_action_racing_its_compensation_ends_consistently() {
     assert_eq!(outcomes.values().sum::<i32>(), 200);
     schema.drop_it().await;
 }
+
+#[tokio::test]
+async fn a_scheduled_cleanup_deletes_old_rows_and_stops_when_dropped() {
+    let schema = Schema::create("barrier_gc").await;
+    let mut c = connect(&schema.url).await;
+    let counter = connect(&schema.url).await;
+    postgres::migrate(&c).await.unwrap();
+    for saga in ["g1", "g2", "g3"] {
+        assert_eq!(
+            once(&mut c, saga, Operation::Action).await,
+            Barrier::Proceed
+        );
+    }
+    let rows = || async {
+        counter
+            .query_one("SELECT count(*) FROM maas_saga_barrier", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let cleanup = postgres::spawn_cleanup(
+        std::sync::Arc::new(connect(&schema.url).await),
+        Duration::from_millis(50),
+        Duration::from_millis(20),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while rows().await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the scheduled cleanup never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cleanup.stop();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Stopped: a new row outlives several periods and its retention.
+    assert_eq!(
+        once(&mut c, "g4", Operation::Action).await,
+        Barrier::Proceed
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rows().await, 1);
+    schema.drop_it().await;
+}

@@ -19,7 +19,8 @@
 //! The barrier row is written in the participant's transaction: if the participant rolls
 //! back (a business failure, a crash), the barrier forgets the attempt too, and a retry is
 //! judged afresh. Rows are only needed while the engine may still call; delete them after
-//! a retention longer than any transaction's life with `cleanup` (a periodic job).
+//! a retention longer than any transaction's life with `cleanup`, or let `spawn_cleanup`
+//! run it periodically in the background (it stops when its [`CleanupTask`] is dropped).
 //!
 //! ```text
 //! BEGIN;
@@ -33,6 +34,44 @@ pub mod postgres;
 pub mod sqlite;
 
 use crate::{Operation, Reply};
+
+/// A periodic barrier cleanup running in the background, started by
+/// `postgres::spawn_cleanup` or `sqlite::spawn_cleanup`. It stops when dropped, or with
+/// [`stop`](CleanupTask::stop); a failed pass is logged and the next one runs on schedule.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+#[derive(Debug)]
+pub struct CleanupTask(tokio::task::JoinHandle<()>);
+
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+impl CleanupTask {
+    /// Starts `pass` now and then every `every` (at least 1 ms; clamped to
+    /// [`MAX_DURATION`](crate::MAX_DURATION)).
+    pub(crate) fn every<F, Fut>(every: std::time::Duration, mut pass: F) -> Self
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let every = crate::duration::clamp(every).max(std::time::Duration::from_millis(1));
+        CleanupTask(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                pass().await;
+            }
+        }))
+    }
+
+    /// Stops the cleanup (a pass in progress is abandoned; its transaction rolls back).
+    pub fn stop(self) {}
+}
+
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+impl Drop for CleanupTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// HTTP header names the engine's HTTP participants send (see `HttpParticipant`).
 pub mod headers {

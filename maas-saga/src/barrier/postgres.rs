@@ -19,11 +19,12 @@
 //! }
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_postgres::GenericClient;
 
-use super::{APPLIED, BLOCKED, Barrier, BranchKey};
+use super::{APPLIED, BLOCKED, Barrier, BranchKey, CleanupTask};
 
 /// Creates the barrier table if it does not exist.
 pub async fn migrate(client: &impl GenericClient) -> Result<(), tokio_postgres::Error> {
@@ -109,4 +110,33 @@ pub async fn cleanup(
             &[&crate::duration::millis(retention)],
         )
         .await
+}
+
+/// Runs [`cleanup`] with `retention` now and then every `every`, on `client`, until the
+/// returned task is dropped. Needs a tokio runtime. Choose a retention longer than any
+/// transaction can live (its deadline or TTL plus the time recovery may take): a row deleted
+/// while its transaction can still call would let a late attempt apply.
+///
+/// ```no_run
+/// # async fn demo(client: std::sync::Arc<tokio_postgres::Client>) {
+/// use std::time::Duration;
+/// use maas_saga::barrier::postgres;
+/// let cleanup = postgres::spawn_cleanup(client, Duration::from_secs(7 * 24 * 3600), Duration::from_secs(600));
+/// // ... serve; dropping `cleanup` stops it.
+/// # drop(cleanup); }
+/// ```
+pub fn spawn_cleanup(
+    client: Arc<tokio_postgres::Client>,
+    retention: Duration,
+    every: Duration,
+) -> CleanupTask {
+    CleanupTask::every(every, move || {
+        let client = client.clone();
+        async move {
+            match cleanup(&*client, retention).await {
+                Ok(n) => tracing::debug!(target: "maas_saga", deleted = n, "barrier cleanup"),
+                Err(e) => tracing::warn!(target: "maas_saga", error = %e, "barrier cleanup failed"),
+            }
+        }
+    })
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, params};
 
-use super::{APPLIED, BLOCKED, Barrier, BranchKey};
+use super::{APPLIED, BLOCKED, Barrier, BranchKey, CleanupTask};
 
 fn now_millis() -> i64 {
     crate::store::to_millis(SystemTime::now())
@@ -96,6 +96,38 @@ pub fn cleanup(conn: &Connection, retention: Duration) -> rusqlite::Result<u64> 
     .map(|n| n as u64)
 }
 
+/// Runs [`cleanup`] with `retention` now and then every `every`, on `conn` (locked for each
+/// pass, on a blocking thread), until the returned task is dropped. Needs a tokio runtime.
+/// Choose a retention longer than any transaction can live: a row deleted while its
+/// transaction can still call would let a late attempt apply.
+pub fn spawn_cleanup(
+    conn: std::sync::Arc<std::sync::Mutex<Connection>>,
+    retention: Duration,
+    every: Duration,
+) -> CleanupTask {
+    CleanupTask::every(every, move || {
+        let conn = conn.clone();
+        async move {
+            let pass = tokio::task::spawn_blocking(move || {
+                let conn = conn
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                cleanup(&conn, retention)
+            })
+            .await;
+            match pass {
+                Ok(Ok(n)) => tracing::debug!(target: "maas_saga", deleted = n, "barrier cleanup"),
+                Ok(Err(e)) => {
+                    tracing::warn!(target: "maas_saga", error = %e, "barrier cleanup failed")
+                }
+                Err(e) => {
+                    tracing::warn!(target: "maas_saga", error = %e, "barrier cleanup panicked")
+                }
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +165,34 @@ mod tests {
         assert_eq!(once(&mut c, Operation::Action), Barrier::Duplicate);
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(cleanup(&c, Duration::ZERO).unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_scheduled_cleanup_deletes_old_rows() {
+        let mut c = Connection::open_in_memory().unwrap();
+        migrate(&c).unwrap();
+        assert_eq!(once(&mut c, Operation::Action), Barrier::Proceed);
+        let conn = std::sync::Arc::new(std::sync::Mutex::new(c));
+        let task = spawn_cleanup(
+            conn.clone(),
+            Duration::from_millis(10),
+            Duration::from_millis(10),
+        );
+        let rows = || -> i64 {
+            conn.lock()
+                .unwrap()
+                .query_row("SELECT count(*) FROM maas_saga_barrier", [], |r| r.get(0))
+                .unwrap()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while rows() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the scheduled cleanup never ran"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        task.stop();
     }
 
     #[test]
