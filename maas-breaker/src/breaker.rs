@@ -441,15 +441,20 @@ impl<C: Clock> Inner<C> {
         if !same_epoch(current, issued) {
             return; // permitted before the last state change
         }
-        // A success lowers the rates, so it can trip the breaker only by bringing the window
-        // to its minimum number of calls: the rates are evaluated then too.
-        let reached_minimum = match (&self.window, finished) {
-            (Recorder::Count(w), _) => w.record(c.outcome, slow) == Some(self.config.minimum_calls),
-            (Recorder::Time(w), finished) => {
+        // `count_calls`: the calls in a count window after this one, while it is filling.
+        let (count_calls, now) = match &self.window {
+            Recorder::Count(w) => (w.record(c.outcome, slow), finished),
+            Recorder::Time(w) => {
                 let now = finished.unwrap_or_else(|| self.now());
                 w.record(c.outcome, slow, now);
-                w.snapshot(now).calls == self.config.minimum_calls
+                (None, Some(now))
             }
+        };
+        // A success lowers the rates, so it can trip the breaker only by bringing the window
+        // to its minimum number of calls: the rates are evaluated then too.
+        let reached_minimum = || match (&self.window, now) {
+            (Recorder::Time(w), Some(now)) => w.snapshot(now).calls == self.config.minimum_calls,
+            _ => count_calls == Some(self.config.minimum_calls),
         };
         let failed = c.outcome == Outcome::Failure;
         let consecutive = if self.config.consecutive_failures.is_none() {
@@ -466,8 +471,8 @@ impl<C: Clock> Inner<C> {
             self.requested_pause
                 .fetch_max(crate::clock::nanos(pause), Ordering::AcqRel);
         }
-        if failed || slow || reached_minimum {
-            let now = finished.unwrap_or_else(|| self.now());
+        if failed || slow || reached_minimum() {
+            let now = now.unwrap_or_else(|| self.now());
             if let Some(cause) = self.trip_cause(consecutive, now) {
                 self.transition(current, BreakerState::Open, cause, now);
             }

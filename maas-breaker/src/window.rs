@@ -87,22 +87,23 @@ struct Totals {
 }
 
 impl Totals {
-    /// Adds the deltas; returns the calls total afterwards (read as zero when negative).
-    fn add(&self, calls: i64, failures: i64, slow: i64) -> u64 {
-        let total = if calls != 0 {
-            self.calls
+    /// Adds the deltas; when the number of calls changed, returns the new total (read as
+    /// zero when negative).
+    fn add(&self, calls: i64, failures: i64, slow: i64) -> Option<u64> {
+        let total = (calls != 0).then(|| {
+            let after = self
+                .calls
                 .fetch_add(calls, Ordering::AcqRel)
-                .saturating_add(calls)
-        } else {
-            self.calls.load(Ordering::Acquire)
-        };
+                .saturating_add(calls);
+            after.max(0) as u64
+        });
         if failures != 0 {
             self.failures.fetch_add(failures, Ordering::AcqRel);
         }
         if slow != 0 {
             self.slow.fetch_add(slow, Ordering::AcqRel);
         }
-        total.max(0) as u64
+        total
     }
 
     fn snapshot(&self, cap: u64) -> Snapshot {
@@ -163,13 +164,11 @@ impl CountWindow {
             return None;
         }
         let bit = |v: u8, b: u8| i64::from(v & b != 0);
-        let calls = bit(new, CALL) - bit(old, CALL);
-        let total = self.totals.add(
-            calls,
+        self.totals.add(
+            bit(new, CALL) - bit(old, CALL),
             bit(new, FAILED) - bit(old, FAILED),
             bit(new, SLOW) - bit(old, SLOW),
-        );
-        (calls != 0).then_some(total)
+        )
     }
 
     pub(crate) fn snapshot(&self) -> Snapshot {
