@@ -154,7 +154,9 @@ impl<L, KF, CF> RateLimitLayerBuilder<L, KF, CF> {
     }
 
     /// In wait mode, the most requests waiting at once (default 1,024); more are rejected on
-    /// arrival. Bounds the memory and the tasks a burst can pin.
+    /// arrival. Bounds the memory and the tasks a burst can pin. (The bound is checked on
+    /// arrival against the requests already waiting, so a burst admitted in the same instant,
+    /// before any of it has started to wait, can exceed it by that burst.)
     pub fn max_waiters(mut self, n: usize) -> Self {
         self.max_waiters = n;
         self

@@ -56,24 +56,33 @@ impl<L, KF, CF> Shared<L, KF, CF> {
                 }
             }
             Mode::Wait(max) => {
+                // With others waiting for this key, project this request's wait behind theirs;
+                // otherwise simply check.
                 let ahead = self.queue.queued_for(key);
-                if ahead == 0 {
-                    let d = self.limiter.check_key(key, cost);
-                    if d.is_allowed() {
-                        Admission::Pass(d)
-                    } else if d.retry_after().is_some_and(|w| w <= max) && !self.queue.is_full() {
-                        return Admission::Wait;
-                    } else {
-                        Admission::Reject(d)
-                    }
+                let d = if ahead == 0 {
+                    self.limiter.check_key(key, cost)
                 } else {
-                    // Others wait for this key: project this request's wait behind theirs.
-                    let d = self.project(key, ahead, cost);
-                    match d.retry_after() {
-                        Some(w) if w <= max && !self.queue.is_full() => return Admission::Wait,
-                        _ if d.is_allowed() && !self.queue.is_full() => return Admission::Wait,
-                        _ => Admission::Reject(d),
-                    }
+                    self.project(key, ahead, cost)
+                };
+                let wait = if d.is_allowed() {
+                    Some(Duration::ZERO)
+                } else {
+                    d.retry_after()
+                };
+                if ahead == 0 && d.is_allowed() {
+                    Admission::Pass(d)
+                } else if wait.is_some_and(|w| w <= max) && !self.queue.is_full() {
+                    return Admission::Wait;
+                } else if d.is_allowed() {
+                    // Only the bound on waiters stands in the way: come back at once.
+                    Admission::Reject(Decision::rejected(
+                        d.limit(),
+                        d.remaining(),
+                        d.reset_after(),
+                        Some(Duration::ZERO),
+                    ))
+                } else {
+                    Admission::Reject(d)
                 }
             }
         };
