@@ -149,7 +149,14 @@ impl OwnBroker {
             });
         self.child = Some(child);
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(&self.addr).is_err() {
+        while !self.listening() {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!(
+                    "tansu on {} exited ({status}) before it listened; see {}",
+                    self.addr,
+                    self.dir.join("tansu.log").display()
+                );
+            }
             assert!(
                 std::time::Instant::now() < deadline,
                 "tansu on {} did not start; see {}",
@@ -158,6 +165,19 @@ impl OwnBroker {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Whether the broker accepts connections on its port.
+    ///
+    /// A connection whose local address equals its peer's is not the broker: with nothing
+    /// listening on a port of the ephemeral range, Linux can pick that very port as the
+    /// source and connect the socket to itself (TCP simultaneous open). Taking that for a
+    /// started broker sent the first request to a port nobody listened on yet.
+    fn listening(&self) -> bool {
+        TcpStream::connect(&self.addr).is_ok_and(|s| match (s.local_addr(), s.peer_addr()) {
+            (Ok(local), Ok(peer)) => local != peer,
+            _ => false,
+        })
     }
 
     /// `kill -9` the broker and start it again on the same store and port.
