@@ -391,6 +391,33 @@ impl TccBuilder {
     }
 }
 
+/// The kind of a [`Transaction`]; its name is the `kind` column of the SQL stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TransactionKind {
+    /// A [`Saga`].
+    Saga,
+    /// A [`Tcc`] transaction.
+    Tcc,
+}
+
+impl TransactionKind {
+    /// `saga` or `tcc`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransactionKind::Saga => "saga",
+            TransactionKind::Tcc => "tcc",
+        }
+    }
+}
+
+impl std::fmt::Display for TransactionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// A saga or a TCC: what the engine stores as the intent and drives.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -418,11 +445,11 @@ impl Transaction {
         }
     }
 
-    /// `saga` or `tcc`.
-    pub fn kind(&self) -> &'static str {
+    /// Whether it is a saga or a TCC.
+    pub fn kind(&self) -> TransactionKind {
         match self {
-            Transaction::Saga(_) => "saga",
-            Transaction::Tcc(_) => "tcc",
+            Transaction::Saga(_) => TransactionKind::Saga,
+            Transaction::Tcc(_) => TransactionKind::Tcc,
         }
     }
 

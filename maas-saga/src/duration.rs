@@ -32,6 +32,7 @@ pub(crate) fn instant_after(t: Instant, d: Duration) -> Instant {
 }
 
 /// `d` in whole milliseconds, clamped, for a database column.
+#[cfg(any(feature = "postgres", feature = "sqlite", test))]
 pub(crate) fn millis(d: Duration) -> i64 {
     // 100 years is 3.2 × 10^12 ms: far inside i64.
     clamp(d).as_millis() as i64

@@ -19,6 +19,7 @@
 //!
 //! ```
 //! use maas_saga::{Engine, MemoryStore, Reply, Saga, Status, Step, participant};
+//! use maas_saga::store::BranchStatus;
 //! use tower::service_fn;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -41,9 +42,9 @@
 //!     .build()?;
 //! let outcome = engine.run(saga).await?;
 //! assert_eq!(outcome.status, Status::Compensated);
-//! assert_eq!(outcome.branches[0].state, "compensated");
+//! assert_eq!(outcome.branches[0].state, BranchStatus::Compensated);
 //! // Billing's step is compensated too (a no-op for a rejected action behind a barrier).
-//! assert_eq!(outcome.branches[1].state, "compensated");
+//! assert_eq!(outcome.branches[1].state, BranchStatus::Compensated);
 //! # Ok(()) }
 //! ```
 //!
@@ -66,23 +67,23 @@ pub mod barrier;
 mod definition;
 mod duration;
 mod engine;
-mod executor;
 #[cfg(feature = "http")]
 mod http_participant;
 mod id;
 pub mod machine;
 #[cfg(feature = "prometheus")]
 pub mod metrics;
+mod observer;
 mod operation;
 mod participant;
 mod retry;
-pub mod saga_machine;
 pub mod store;
-pub mod tcc_machine;
 
-pub use definition::{DefinitionError, Saga, SagaBuilder, Step, Tcc, TccBuilder, Transaction};
+pub use definition::{
+    DefinitionError, Saga, SagaBuilder, Step, Tcc, TccBuilder, Transaction, TransactionKind,
+};
 pub use duration::MAX_DURATION;
-pub use engine::{Engine, EngineBuilder, EngineConfig, EngineError, Outcome, SagaView};
+pub use engine::{ConfigError, Engine, EngineBuilder, EngineError, Outcome, SagaView};
 #[cfg(feature = "http")]
 pub use http_participant::HttpParticipant;
 pub use id::SagaId;

@@ -31,8 +31,7 @@ use axum::routing::post;
 use maas_saga::barrier::{BranchKey, postgres as barrier};
 use maas_saga::store::PgStore;
 use maas_saga::{
-    Engine, EngineConfig, HttpParticipant, Operation, Reply, RetryPolicy, Saga, SagaId, Step, Tcc,
-    participant,
+    Engine, HttpParticipant, Operation, Reply, RetryPolicy, Saga, SagaId, Step, Tcc, participant,
 };
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -77,11 +76,8 @@ async fn child() {
         .participant("models", participant(HttpParticipant::new(models)))
         .participant("billing", participant(HttpParticipant::new(billing)))
         .owner("crash-engine")
-        .config(EngineConfig {
-            lease: Duration::from_secs(2),
-            recovery_interval: Duration::from_millis(200),
-            ..EngineConfig::default()
-        })
+        .lease(Duration::from_secs(2))
+        .recovery_interval(Duration::from_millis(200))
         .start()
         .await
         .expect("child: start the engine");

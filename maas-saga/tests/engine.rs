@@ -5,9 +5,9 @@ mod support;
 
 use std::time::Duration;
 
+use maas_saga::store::BranchStatus;
 use maas_saga::{
-    Engine, EngineConfig, EngineError, MemoryStore, Operation, RetryPolicy, Saga, SagaId, Status,
-    Step, Tcc,
+    Engine, EngineError, MemoryStore, Operation, RetryPolicy, Saga, SagaId, Status, Step, Tcc,
 };
 use support::{Act, Scripted};
 
@@ -55,7 +55,7 @@ async fn commits_running_actions_in_order() {
     assert!(
         out.branches
             .iter()
-            .all(|b| b.state == "done" && b.attempts == 1)
+            .all(|b| b.state == BranchStatus::Done && b.attempts == 1)
     );
 }
 
@@ -112,7 +112,7 @@ async fn exhausted_unknown_outcomes_compensate_the_step_itself() {
             ("a".into(), Operation::Compensate)
         ]
     );
-    assert_eq!(out.branches[1].state, "compensated");
+    assert_eq!(out.branches[1].state, BranchStatus::Compensated);
     assert_eq!(out.branches[1].attempts, 3 + 1);
 }
 
@@ -177,7 +177,11 @@ async fn tcc_confirms_when_every_try_succeeds() {
         p.calls("x", Operation::Confirm) + p.calls("y", Operation::Confirm),
         2
     );
-    assert!(out.branches.iter().all(|b| b.state == "confirmed"));
+    assert!(
+        out.branches
+            .iter()
+            .all(|b| b.state == BranchStatus::Confirmed)
+    );
 }
 
 #[tokio::test]
@@ -243,8 +247,8 @@ async fn abort_rolls_back_a_running_saga_and_queries_show_it() {
     let view = e.saga(&id).await.unwrap().unwrap();
     assert_eq!(view.status, Status::Running);
     assert!(view.live_here);
-    assert_eq!(view.branches[0].state, "done");
-    assert_eq!(view.branches[1].state, "running");
+    assert_eq!(view.branches[0].state, BranchStatus::Done);
+    assert_eq!(view.branches[1].state, BranchStatus::Running);
     assert_eq!(e.list(Status::Running, 10).await.unwrap().len(), 1);
     assert!(e.abort(&id).await.unwrap());
     let out = e.wait(&id).await.unwrap();
@@ -335,11 +339,8 @@ async fn a_restarted_engine_recovers_at_once_another_after_the_lease() {
     let third = Engine::builder(store.clone())
         .participant("p", p2.participant())
         .owner("third")
-        .config(EngineConfig {
-            lease: Duration::from_millis(200),
-            recovery_interval: Duration::from_millis(20),
-            ..EngineConfig::default()
-        })
+        .lease(Duration::from_millis(200))
+        .recovery_interval(Duration::from_millis(20))
         .start()
         .await
         .unwrap();
@@ -350,10 +351,7 @@ async fn a_restarted_engine_recovers_at_once_another_after_the_lease() {
     let fourth = Engine::builder(store.clone())
         .participant("p", p2.participant())
         .owner("fourth")
-        .config(EngineConfig {
-            recovery_interval: Duration::from_millis(20),
-            ..EngineConfig::default()
-        })
+        .recovery_interval(Duration::from_millis(20))
         .start()
         .await
         .unwrap();

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use maas_saga::{
-    BoxError, BranchCall, Engine, EngineConfig, EngineError, MAX_DURATION, MemoryStore, Operation,
+    BoxError, BranchCall, ConfigError, Engine, EngineError, MAX_DURATION, MemoryStore, Operation,
     Reply, RetryPolicy, Saga, Status, Step, Tcc, Transaction, participant,
 };
 use proptest::prelude::*;
@@ -91,16 +91,12 @@ async fn engines_and_transactions_with_extreme_durations_run_to_their_end() {
     ];
     for (i, &d) in extremes.iter().enumerate() {
         for reject in [false, true] {
-            let config = EngineConfig {
-                lease: d.max(Duration::from_millis(50)),
-                recovery_interval: d.max(Duration::from_millis(10)),
-                retention: d,
-                gc_interval: d,
-                ..EngineConfig::default()
-            };
             let engine = Engine::builder(MemoryStore::new())
                 .participant("p", answering(reject))
-                .config(config)
+                .lease(d.max(Duration::from_millis(50)))
+                .recovery_interval(d.max(Duration::from_millis(10)))
+                .retention(d)
+                .gc_interval(d)
                 .start()
                 .await
                 .unwrap();
@@ -138,30 +134,33 @@ async fn engines_and_transactions_with_extreme_durations_run_to_their_end() {
     }
 }
 
+/// A setting that would make a loop spin on the store fails at start, with a typed error
+/// naming it, before the store is touched.
 #[tokio::test]
 async fn zero_engine_intervals_are_refused() {
-    for config in [
-        EngineConfig {
-            lease: Duration::ZERO,
-            ..EngineConfig::default()
-        },
-        EngineConfig {
-            recovery_interval: Duration::ZERO,
-            ..EngineConfig::default()
-        },
-        EngineConfig {
-            gc_interval: Duration::ZERO,
-            ..EngineConfig::default()
-        },
-        EngineConfig {
-            recovery_batch: 0,
-            ..EngineConfig::default()
-        },
+    let base = || Engine::builder(MemoryStore::new());
+    for (builder, want) in [
+        (
+            base().lease(Duration::ZERO),
+            ConfigError::Zero { setting: "lease" },
+        ),
+        (
+            base().recovery_interval(Duration::ZERO),
+            ConfigError::Zero {
+                setting: "recovery_interval",
+            },
+        ),
+        (
+            base().gc_interval(Duration::ZERO),
+            ConfigError::Zero {
+                setting: "gc_interval",
+            },
+        ),
+        (base().recovery_batch(0), ConfigError::EmptyRecoveryBatch),
     ] {
-        let started = Engine::builder(MemoryStore::new())
-            .config(config)
-            .start()
-            .await;
-        assert!(matches!(started, Err(EngineError::InvalidConfig(_))));
+        match builder.start().await {
+            Err(EngineError::Config(got)) => assert_eq!(got, want),
+            other => panic!("expected {want:?}, got {other:?}"),
+        }
     }
 }

@@ -8,6 +8,7 @@ use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use maas_saga::barrier::BranchKey;
+use maas_saga::store::BranchStatus;
 use maas_saga::{
     BranchCall, Engine, HttpParticipant, MemoryStore, Operation, Reply, RetryPolicy, Saga, SagaId,
     Status, Step, participant,
@@ -158,8 +159,8 @@ async fn garbage_and_silence_are_unknown_outcomes_and_undo_keeps_trying() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let view = engine.saga(&id).await.unwrap().unwrap();
     assert_eq!(view.status, Status::Compensating);
-    assert_eq!(view.branches[0].state, "done");
-    assert_eq!(view.branches[1].state, "compensating");
+    assert_eq!(view.branches[0].state, BranchStatus::Done);
+    assert_eq!(view.branches[1].state, BranchStatus::Compensating);
     assert!(view.branches[1].attempts > 3, "{:?}", view.branches);
     engine.shutdown(Duration::ZERO).await;
 }

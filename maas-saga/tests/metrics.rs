@@ -20,10 +20,7 @@ async fn finished_calls_retries_and_stuck_undo_are_counted() {
     let engine = Engine::builder(MemoryStore::new())
         .participant("p", p.participant())
         .metrics(&metrics)
-        .config(maas_saga::EngineConfig {
-            alert_after: 2,
-            ..Default::default()
-        })
+        .alert_after(2)
         .start()
         .await
         .unwrap();

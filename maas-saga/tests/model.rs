@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use maas_saga::{
-    BranchCall, Engine, EngineConfig, MemoryStore, Operation, Reply, RetryPolicy, Saga, SagaId,
-    SagaStore, Status, Step, Tcc, Transaction, participant,
+    BranchCall, Engine, MemoryStore, Operation, Reply, RetryPolicy, Saga, SagaId, SagaStore,
+    Status, Step, Tcc, Transaction, participant,
 };
 use proptest::prelude::*;
 use tower::service_fn;
@@ -218,10 +218,7 @@ async fn start(store: &MemoryStore, world: &Arc<Mutex<World>>) -> Engine {
     Engine::builder(store.clone())
         .participant("p", participant_for(world.clone()))
         .owner("model")
-        .config(EngineConfig {
-            recovery_interval: Duration::from_millis(10),
-            ..EngineConfig::default()
-        })
+        .recovery_interval(Duration::from_millis(10))
         .start()
         .await
         .unwrap()

@@ -145,7 +145,7 @@ async fn contract(store: Arc<dyn SagaStore>) {
     // Finishing releases it for good.
     let progress = vec![maas_saga::store::BranchProgress {
         name: "a".into(),
-        state: "compensated".into(),
+        state: maas_saga::store::BranchStatus::Compensated,
         attempts: 2,
     }];
     assert!(

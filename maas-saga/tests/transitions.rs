@@ -2,9 +2,9 @@
 //! of one branch, against the tables written out here, plus the ordering rules of several
 //! branches.
 
-use maas_saga::machine::{Command, Event};
-use maas_saga::saga_machine::{SagaMachine, StepState};
-use maas_saga::tcc_machine::{BranchState, TccMachine};
+use maas_saga::machine::{
+    BranchState, Command, Event, SagaMachine, StepState, TccMachine, TccPhase,
+};
 use maas_saga::{Operation, Status};
 
 const STEP_STATES: [StepState; 8] = [
@@ -236,29 +236,39 @@ const BRANCH_STATES: [BranchState; 10] = [
 /// The TCC table for one branch: (state, phase, event) → (state, phase, command) or invalid.
 fn tcc_expected(
     state: BranchState,
-    phase: u8,
+    phase: TccPhase,
     event: Event,
-) -> Option<(BranchState, u8, Option<Operation>)> {
+) -> Option<(BranchState, TccPhase, Option<Operation>)> {
     use BranchState::*;
+    use TccPhase as P;
     let cancel = |s: BranchState| match s {
-        Tried | Uncertain | Failed => (Cancelling, 2, Some(Operation::Cancel)),
-        Pending => (Skipped, 2, None),
-        other => (other, 2, None),
+        Tried | Uncertain | Failed => (Cancelling, P::Cancelling, Some(Operation::Cancel)),
+        Pending => (Skipped, P::Cancelling, None),
+        other => (other, P::Cancelling, None),
     };
     // After the event, `next` runs for the phase reached.
-    let settle = |s: BranchState, p: u8| match p {
-        0 if s == Pending => (Trying, 0, Some(Operation::Try)),
-        0 | 1 if s == Tried => (Confirming, 1, Some(Operation::Confirm)),
-        2 => cancel(s),
+    let settle = |s: BranchState, p: TccPhase| match p {
+        P::Trying if s == Pending => (Trying, P::Trying, Some(Operation::Try)),
+        P::Trying | P::Confirming if s == Tried => {
+            (Confirming, P::Confirming, Some(Operation::Confirm))
+        }
+        P::Cancelling => cancel(s),
         _ => (s, p, None),
     };
     match (state, event) {
         (Trying, Event::Succeeded(_)) => Some(settle(Tried, phase)),
-        (Trying, Event::Failed(_)) => Some(settle(Failed, 2)),
-        (Trying, Event::Exhausted(_)) => Some(settle(Uncertain, 2)),
+        (Trying, Event::Failed(_)) => Some(settle(Failed, P::Cancelling)),
+        (Trying, Event::Exhausted(_)) => Some(settle(Uncertain, P::Cancelling)),
         (Confirming, Event::Succeeded(_)) => Some(settle(Confirmed, phase)),
         (Cancelling, Event::Succeeded(_)) => Some(settle(Cancelled, phase)),
-        (_, Event::Abort) => Some(settle(state, if phase == 0 { 2 } else { phase })),
+        (_, Event::Abort) => Some(settle(
+            state,
+            if phase == P::Trying {
+                P::Cancelling
+            } else {
+                phase
+            },
+        )),
         _ => None,
     }
 }
@@ -267,7 +277,7 @@ fn tcc_expected(
 fn tcc_table_is_exhaustively_as_documented() {
     let mut checked = 0;
     for state in BRANCH_STATES {
-        for phase in 0..3u8 {
+        for phase in [TccPhase::Trying, TccPhase::Confirming, TccPhase::Cancelling] {
             for event in EVENTS {
                 let mut m = TccMachine::from_states(vec![state], phase);
                 let got = m
@@ -277,7 +287,7 @@ fn tcc_table_is_exhaustively_as_documented() {
                 assert_eq!(
                     got,
                     tcc_expected(state, phase, event),
-                    "state {state:?}, phase {phase}, event {event:?}"
+                    "state {state:?}, phase {phase:?}, event {event:?}"
                 );
                 checked += 1;
             }

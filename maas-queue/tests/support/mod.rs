@@ -150,7 +150,11 @@ impl OwnBroker {
         self.child = Some(child);
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while !self.listening() {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!(
                     "tansu on {} exited ({status}) before it listened; see {}",
                     self.addr,

@@ -100,8 +100,47 @@ impl Batcher {
         Batcher { tx }
     }
 
+    /// Writes an intent ([`SagaStore::create`](super::SagaStore::create)).
+    pub(crate) async fn create(&self, saga: NewSaga, lease: &Lease) -> Result<bool, StoreError> {
+        self.write(Write::Create(saga, lease.clone())).await
+    }
+
+    /// Writes a decision ([`SagaStore::record_decision`](super::SagaStore::record_decision)).
+    pub(crate) async fn decision(
+        &self,
+        id: &SagaId,
+        lease: &Lease,
+        status: Status,
+        progress: Vec<BranchProgress>,
+    ) -> Result<bool, StoreError> {
+        self.write(Write::Decision {
+            id: id.clone(),
+            lease: lease.clone(),
+            status,
+            progress,
+        })
+        .await
+    }
+
+    /// Writes a final status ([`SagaStore::finish`](super::SagaStore::finish)).
+    pub(crate) async fn finish(
+        &self,
+        id: &SagaId,
+        lease: &Lease,
+        status: Status,
+        progress: Vec<BranchProgress>,
+    ) -> Result<bool, StoreError> {
+        self.write(Write::Finish {
+            id: id.clone(),
+            lease: lease.clone(),
+            status,
+            progress,
+        })
+        .await
+    }
+
     /// Queues `write` and waits until its batch is committed.
-    pub(crate) async fn write(&self, write: Write) -> Result<bool, StoreError> {
+    async fn write(&self, write: Write) -> Result<bool, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send((write, reply))

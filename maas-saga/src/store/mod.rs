@@ -26,6 +26,9 @@ mod batch;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod progress;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -38,6 +41,7 @@ use serde::{Deserialize, Serialize};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PgStore;
+pub use progress::{BranchProgress, BranchStatus};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
@@ -104,17 +108,6 @@ impl AdminRequest {
             _ => None,
         }
     }
-}
-
-/// One branch's progress, as last written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BranchProgress {
-    /// The step or branch name.
-    pub name: String,
-    /// Its state (`done`, `compensated`, `tried`, ...).
-    pub state: String,
-    /// Attempts of its operations so far.
-    pub attempts: u32,
 }
 
 /// A new transaction: its intent.

@@ -13,9 +13,10 @@ use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls, Row};
 
 use super::batch::{Batcher, Write, first_creates};
+use super::sql::{self, backend, json};
 use super::{
     AdminRequest, BoxFuture, BranchProgress, Lease, NewSaga, Renewed, SagaRecord, SagaStore,
-    StoreError, decode_progress, decode_transaction, from_millis,
+    StoreError,
 };
 use crate::duration::millis;
 use crate::{SagaId, Status};
@@ -42,10 +43,6 @@ const SCHEMA: &[&str] = &[
     CREATE INDEX IF NOT EXISTS maas_saga_finished ON maas_saga (updated_at)
         WHERE status IN ('committed', 'compensated');",
 ];
-
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
 
 async fn connect(config: &str) -> Result<Client, StoreError> {
     let (client, connection) = tokio_postgres::connect(config, NoTls)
@@ -130,10 +127,6 @@ async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     tx.commit().await.map_err(backend)
 }
 
-fn json(progress: &[BranchProgress]) -> String {
-    serde_json::to_string(progress).unwrap_or_else(|_| "[]".to_owned())
-}
-
 /// A whole batch in one statement (so one round trip and one commit): the intents, the
 /// decisions and the final statuses, each from arrays, as data-modifying CTEs. A write that
 /// did not apply (a duplicate id, a lost lease) is simply not returned.
@@ -189,7 +182,7 @@ async fn commit_batch(
         match write {
             Write::Create(s, lease) if *first => {
                 c.0.push(s.id.as_str().to_owned());
-                c.1.push(s.transaction.kind().to_owned());
+                c.1.push(s.transaction.kind().as_str().to_owned());
                 c.2.push(s.transaction.name().to_owned());
                 c.3.push(serde_json::to_string(&s.transaction).map_err(backend)?);
                 c.4.push(lease.owner.clone());
@@ -258,25 +251,18 @@ const COLUMNS: &str = "s.id, s.definition::text, s.status,
     s.progress::text, s.owner, s.request";
 
 fn record(row: &Row) -> Result<SagaRecord, StoreError> {
-    let id: String = row.get(0);
-    let definition: String = row.get(1);
-    let status: String = row.get(2);
-    let progress: Option<String> = row.get(6);
-    let request: Option<String> = row.get(8);
-    Ok(SagaRecord {
-        transaction: decode_transaction(&id, &definition)?,
-        status: Status::parse(&status).ok_or_else(|| StoreError::Corrupt {
-            id: id.clone(),
-            reason: format!("unknown status `{status}`"),
-        })?,
-        created_at: from_millis(row.get(3)),
-        updated_at: from_millis(row.get(4)),
-        deadline: row.get::<_, Option<i64>>(5).map(from_millis),
-        progress: decode_progress(&id, progress.as_deref())?,
+    sql::Row {
+        id: row.get(0),
+        definition: row.get(1),
+        status: row.get(2),
+        created_ms: row.get(3),
+        updated_ms: row.get(4),
+        deadline_ms: row.get(5),
+        progress: row.get(6),
         owner: row.get(7),
-        request: request.as_deref().and_then(AdminRequest::parse),
-        id: SagaId::from(id),
-    })
+        request: row.get(8),
+    }
+    .decode()
 }
 
 impl SagaStore for PgStore {
@@ -285,7 +271,7 @@ impl SagaStore for PgStore {
         saga: NewSaga,
         lease: &'a Lease,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(self.writer.write(Write::Create(saga, lease.clone())))
+        Box::pin(self.writer.create(saga, lease))
     }
 
     fn record_decision<'a>(
@@ -295,12 +281,7 @@ impl SagaStore for PgStore {
         decision: Status,
         progress: Vec<BranchProgress>,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(self.writer.write(Write::Decision {
-            id: id.clone(),
-            lease: lease.clone(),
-            status: decision,
-            progress,
-        }))
+        Box::pin(self.writer.decision(id, lease, decision, progress))
     }
 
     fn finish<'a>(
@@ -310,12 +291,7 @@ impl SagaStore for PgStore {
         status: Status,
         progress: Vec<BranchProgress>,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(self.writer.write(Write::Finish {
-            id: id.clone(),
-            lease: lease.clone(),
-            status,
-            progress,
-        }))
+        Box::pin(self.writer.finish(id, lease, status, progress))
     }
 
     fn renew<'a>(

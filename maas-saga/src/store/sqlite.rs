@@ -11,9 +11,10 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::batch::{Batcher, Write, first_creates};
+use super::sql::{self, backend, json};
 use super::{
     AdminRequest, BoxFuture, BranchProgress, Lease, NewSaga, Renewed, SagaRecord, SagaStore,
-    StoreError, decode_progress, decode_transaction, from_millis, to_millis,
+    StoreError, to_millis,
 };
 use crate::duration::millis;
 use crate::{SagaId, Status};
@@ -40,10 +41,6 @@ const SCHEMA: &[&str] = &[
     CREATE INDEX IF NOT EXISTS maas_saga_finished ON maas_saga (updated_at)
         WHERE status IN ('committed', 'compensated');",
 ];
-
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
 
 /// A [`SagaStore`] in a SQLite file.
 #[derive(Debug, Clone)]
@@ -130,10 +127,6 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn json(progress: &[BranchProgress]) -> String {
-    serde_json::to_string(progress).unwrap_or_else(|_| "[]".to_owned())
-}
-
 fn commit(conn: &mut Connection, writes: &[Write]) -> Result<Vec<bool>, StoreError> {
     let now = to_millis(SystemTime::now());
     let firsts = first_creates(writes);
@@ -153,7 +146,7 @@ fn commit(conn: &mut Connection, writes: &[Write]) -> Result<Vec<bool>, StoreErr
                              ON CONFLICT (id) DO NOTHING",
                             params![
                                 s.id.as_str(),
-                                s.transaction.kind(),
+                                s.transaction.kind().as_str(),
                                 s.transaction.name(),
                                 definition,
                                 lease.owner,
@@ -221,31 +214,18 @@ const COLUMNS: &str =
     "id, definition, status, created_at, updated_at, deadline, progress, owner, request";
 
 fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<SagaRecord, StoreError>> {
-    let id: String = row.get(0)?;
-    let definition: String = row.get(1)?;
-    let status: String = row.get(2)?;
-    let created: i64 = row.get(3)?;
-    let updated: i64 = row.get(4)?;
-    let deadline: Option<i64> = row.get(5)?;
-    let progress: Option<String> = row.get(6)?;
-    let owner: Option<String> = row.get(7)?;
-    let request: Option<String> = row.get(8)?;
-    Ok((|| {
-        Ok(SagaRecord {
-            transaction: decode_transaction(&id, &definition)?,
-            status: Status::parse(&status).ok_or_else(|| StoreError::Corrupt {
-                id: id.clone(),
-                reason: format!("unknown status `{status}`"),
-            })?,
-            created_at: from_millis(created),
-            updated_at: from_millis(updated),
-            deadline: deadline.map(from_millis),
-            progress: decode_progress(&id, progress.as_deref())?,
-            owner,
-            request: request.as_deref().and_then(AdminRequest::parse),
-            id: SagaId::from(id),
-        })
-    })())
+    Ok(sql::Row {
+        id: row.get(0)?,
+        definition: row.get(1)?,
+        status: row.get(2)?,
+        created_ms: row.get(3)?,
+        updated_ms: row.get(4)?,
+        deadline_ms: row.get(5)?,
+        progress: row.get(6)?,
+        owner: row.get(7)?,
+        request: row.get(8)?,
+    }
+    .decode())
 }
 
 fn collect(
@@ -260,7 +240,7 @@ impl SagaStore for SqliteStore {
         saga: NewSaga,
         lease: &'a Lease,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(self.writer.write(Write::Create(saga, lease.clone())))
+        Box::pin(self.writer.create(saga, lease))
     }
 
     fn record_decision<'a>(
@@ -270,12 +250,7 @@ impl SagaStore for SqliteStore {
         decision: Status,
         progress: Vec<BranchProgress>,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(self.writer.write(Write::Decision {
-            id: id.clone(),
-            lease: lease.clone(),
-            status: decision,
-            progress,
-        }))
+        Box::pin(self.writer.decision(id, lease, decision, progress))
     }
 
     fn finish<'a>(
@@ -285,12 +260,7 @@ impl SagaStore for SqliteStore {
         status: Status,
         progress: Vec<BranchProgress>,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(self.writer.write(Write::Finish {
-            id: id.clone(),
-            lease: lease.clone(),
-            status,
-            progress,
-        }))
+        Box::pin(self.writer.finish(id, lease, status, progress))
     }
 
     fn renew<'a>(

@@ -22,8 +22,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::command::{Command, Event, InvalidTransition};
+use super::status::Status;
 use crate::Operation;
-use crate::machine::{Command, Event, InvalidTransition, Status};
 
 /// The state of one saga step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -1,5 +1,6 @@
-//! Drives one transaction: runs the machine's commands against participants, feeds the
-//! outcomes back, and writes the decision to roll back and the final status.
+//! The driver of one transaction: runs the machine's commands against participants, feeds
+//! the outcomes back, and writes the decision (to roll back, or to confirm a TCC) before
+//! acting on it. It sees only the [`Runtime`]; the supervisor writes the final status.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,10 +13,11 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 use tracing::Instrument;
 
-use crate::engine::Shared;
+use super::runtime::Runtime;
+use super::trace::{trace_id, traceparent};
 use crate::machine::{Command, Event, Machine};
 use crate::participant::{BranchCall, Participant, Reply};
-use crate::store::{AdminRequest, BranchProgress};
+use crate::store::{AdminRequest, BranchProgress, BranchStatus};
 use crate::{Operation, SagaId, Status, Step, Transaction};
 
 /// What the executor tells the world as it goes: the live view behind the query API.
@@ -53,6 +55,14 @@ pub(crate) struct Drive {
     pub(crate) view: Arc<Mutex<LiveView>>,
 }
 
+/// Each branch's state, as the stores and the query API name it.
+fn branch_states(machine: &Machine) -> Vec<BranchStatus> {
+    match machine {
+        Machine::Saga(m) => m.steps().iter().map(|&s| s.into()).collect(),
+        Machine::Tcc(m) => m.branches().iter().map(|&s| s.into()).collect(),
+    }
+}
+
 /// How one operation ended, after its retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ended {
@@ -61,36 +71,16 @@ enum Ended {
     Exhausted,
 }
 
-/// The W3C trace id of a transaction: its UUID's hex digits, or a hash of its id.
-fn trace_id(id: &SagaId) -> String {
-    let hex: String = id
-        .as_str()
-        .chars()
-        .filter(|c| c.is_ascii_hexdigit())
-        .collect();
-    if hex.len() == 32 && hex.chars().any(|c| c != '0') {
-        return hex.to_ascii_lowercase();
-    }
-    let h = id.as_str().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    format!("{h:016x}{:016x}", h.rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15)
-}
-
-fn traceparent(trace: &str) -> String {
-    format!("00-{trace}-{:016x}-01", fastrand::u64(1..))
-}
-
 impl Drive {
     fn progress(&self, attempts: &[AtomicU32]) -> Vec<BranchProgress> {
         self.transaction
             .steps()
             .iter()
-            .zip(self.machine.branch_states())
+            .zip(branch_states(&self.machine))
             .zip(attempts)
             .map(|((step, state), attempts)| BranchProgress {
                 name: step.name.clone(),
-                state: state.to_owned(),
+                state,
                 attempts: attempts.load(Ordering::Relaxed),
             })
             .collect()
@@ -107,22 +97,32 @@ impl Drive {
     /// lost, or an internal inconsistency that was logged).
     pub(crate) async fn run(
         mut self,
-        shared: Arc<Shared>,
+        runtime: Arc<Runtime>,
     ) -> Option<(Status, Vec<BranchProgress>)> {
         let span = tracing::info_span!(
             "saga",
             saga.id = %self.id,
             saga.name = self.transaction.name(),
-            saga.kind = self.transaction.kind()
+            saga.kind = self.transaction.kind().as_str()
         );
         async move {
             let n = self.transaction.steps().len();
             // Attempts per branch, counted by the operations as they go (the live view
             // shows a compensation that keeps failing).
             let attempts: Arc<[AtomicU32]> = (0..n).map(|_| AtomicU32::new(0)).collect();
-            let retry_now = Arc::new(Notify::new());
-            let stop = Arc::new(Stop::default());
-            let trace = trace_id(&self.id);
+            let ops = Arc::new(Ops {
+                saga_id: self.id.clone(),
+                deadline: self.deadline,
+                ttl: match &*self.transaction {
+                    Transaction::Tcc(t) => Some(t.ttl),
+                    Transaction::Saga(_) => None,
+                },
+                retry_now: Notify::new(),
+                stop: Stop::default(),
+                attempts: attempts.clone(),
+                trace: trace_id(&self.id),
+                runtime: runtime.clone(),
+            });
             let mut running = FuturesUnordered::new();
             let mut commands = self.machine.start();
             let mut deadline_passed = false;
@@ -138,7 +138,7 @@ impl Drive {
                     if let Some(decision) = decision.filter(|_| !self.marked) {
                         // The decision is durable before the first confirm or compensation,
                         // so a recovered transaction cannot change its mind.
-                        if !shared.record_decision(&self.id, decision, self.progress(&attempts)).await {
+                        if !runtime.record_decision(&self.id, decision, self.progress(&attempts)).await {
                             tracing::warn!(%decision, "lease lost before acting on the decision; leaving the transaction to its new owner");
                             return None;
                         }
@@ -146,26 +146,11 @@ impl Drive {
                     }
                     for command in commands.drain(..) {
                         let step = &self.transaction.steps()[command.branch];
-                        let Some(participant) = shared.registry.get(&step.participant) else {
+                        let Some(participant) = runtime.registry.get(&step.participant) else {
                             tracing::error!(participant = %step.participant, "participant not registered on this engine");
                             return None;
                         };
-                        running.push(run_op(
-                            participant,
-                            command,
-                            self.id.clone(),
-                            step.clone(),
-                            self.deadline,
-                            retry_now.clone(),
-                            stop.clone(),
-                            attempts.clone(),
-                            shared.clone(),
-                            trace.clone(),
-                            match &*self.transaction {
-                                Transaction::Tcc(t) => Some(t.ttl),
-                                Transaction::Saga(_) => None,
-                            },
-                        ));
+                        running.push(ops.clone().run(participant, command, step.clone()));
                     }
                 }
                 self.publish(&attempts);
@@ -183,11 +168,11 @@ impl Drive {
                     }
                     Some(request) = self.control.recv() => match request {
                         AdminRequest::Abort => {
-                            stop.trigger();
+                            ops.stop.trigger();
                             Event::Abort
                         }
                         AdminRequest::Retry => {
-                            retry_now.notify_waiters();
+                            ops.retry_now.notify_waiters();
                             continue;
                         }
                     },
@@ -239,53 +224,60 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Runs one operation with its retry policy. Actions and tries give up after their
-/// attempts or at the deadline; compensations, confirms and cancels never give up.
-#[allow(clippy::too_many_arguments)]
-async fn run_op(
-    participant: Participant,
-    command: Command,
+/// What the operations of one transaction share.
+struct Ops {
     saga_id: SagaId,
-    step: Step,
     deadline: Option<Instant>,
-    retry_now: Arc<Notify>,
-    stop: Arc<Stop>,
-    attempts: Arc<[AtomicU32]>,
-    shared: Arc<Shared>,
-    trace: String,
+    /// A TCC's TTL, sent with its tries.
     ttl: Option<Duration>,
-) -> (Command, Ended) {
-    let op = command.op;
-    let bounded = op.is_forward();
-    let span = tracing::info_span!("saga_step", step = %step.name, op = %op, participant = %step.participant);
-    async move {
+    /// Woken by an operator's retry request.
+    retry_now: Notify,
+    stop: Stop,
+    attempts: Arc<[AtomicU32]>,
+    trace: String,
+    runtime: Arc<Runtime>,
+}
+
+impl Ops {
+    /// Runs one operation with its retry policy. Actions and tries give up after their
+    /// attempts or at the deadline; compensations, confirms and cancels never give up.
+    async fn run(
+        self: Arc<Self>,
+        participant: Participant,
+        command: Command,
+        step: Step,
+    ) -> (Command, Ended) {
+        let op = command.op;
+        let bounded = op.is_forward();
+        let span = tracing::info_span!("saga_step", step = %step.name, op = %op, participant = %step.participant);
+        async move {
         let mut attempt = 0u32;
         loop {
-            let past_deadline = deadline.is_some_and(|d| Instant::now() >= d);
-            if bounded && (past_deadline || stop.is_set()) {
+            let past_deadline = self.deadline.is_some_and(|d| Instant::now() >= d);
+            if bounded && (past_deadline || self.stop.is_set()) {
                 // Even with nothing sent in this run, an earlier run (before a crash) may
                 // have applied it: uncertain, so it is undone (a no-op if it never applied).
                 return (command, Ended::Exhausted);
             }
             attempt += 1;
-            attempts[command.branch].fetch_add(1, Ordering::Relaxed);
+            self.attempts[command.branch].fetch_add(1, Ordering::Relaxed);
             let call = BranchCall {
-                saga_id: saga_id.clone(),
+                saga_id: self.saga_id.clone(),
                 branch: step.name.clone(),
                 op,
                 payload: step.payload.clone(),
                 attempt,
-                traceparent: Some(traceparent(&trace)),
-                ttl: if op == Operation::Try { ttl } else { None },
+                traceparent: Some(traceparent(&self.trace)),
+                ttl: if op == Operation::Try { self.ttl } else { None },
             };
             let outcome = tokio::time::timeout(crate::duration::clamp(step.timeout), participant.clone().oneshot(call)).await;
             let unknown = match outcome {
                 Ok(Ok(Reply::Done)) => {
-                    shared.observe_call(op, "success");
+                    self.runtime.observer.call(op, "success");
                     return (command, Ended::Succeeded);
                 }
                 Ok(Ok(Reply::Rejected(reason))) if bounded => {
-                    shared.observe_call(op, "rejected");
+                    self.runtime.observer.call(op, "rejected");
                     tracing::info!(%reason, "participant rejected the operation");
                     return (command, Ended::Failed);
                 }
@@ -293,45 +285,29 @@ async fn run_op(
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => format!("no answer within {:?}", step.timeout),
             };
-            shared.observe_call(op, "unknown");
+            self.runtime.observer.call(op, "unknown");
             tracing::debug!(attempt, error = %unknown, "outcome unknown; will retry");
             if bounded && attempt >= step.retry.max_attempts {
                 return (command, Ended::Exhausted);
             }
-            if !bounded && attempt == shared.config.alert_after {
-                shared.observe_stuck(op);
+            if !bounded && attempt == self.runtime.alert_after {
+                self.runtime.observer.stuck(op);
                 tracing::warn!(attempt, error = %unknown, "undo operation keeps failing; still retrying");
             }
-            shared.observe_retry(op);
+            self.runtime.observer.retry(op);
             let pause = step.retry.pause_after(attempt);
-            let wake = match deadline.filter(|_| bounded) {
+            let wake = match self.deadline.filter(|_| bounded) {
                 Some(d) => crate::duration::instant_after(Instant::now(), pause).min(d),
                 None => crate::duration::instant_after(Instant::now(), pause),
             };
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => {}
-                _ = retry_now.notified() => {}
-                _ = stop.notify.notified(), if bounded => {}
+                _ = self.retry_now.notified() => {}
+                _ = self.stop.notify.notified(), if bounded => {}
             }
         }
     }
     .instrument(span)
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn trace_ids_are_32_hex_digits() {
-        let uuid = SagaId::new();
-        assert_eq!(trace_id(&uuid), uuid.as_str().replace('-', ""));
-        let custom = trace_id(&SagaId::from("order-42"));
-        assert_eq!(custom.len(), 32);
-        assert!(custom.chars().all(|c| c.is_ascii_hexdigit()));
-        let tp = traceparent(&custom);
-        assert!(tp.starts_with(&format!("00-{custom}-")) && tp.ends_with("-01"));
-        assert_eq!(tp.len(), 55);
     }
 }

@@ -17,8 +17,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::command::{Command, Event, InvalidTransition};
+use super::status::Status;
 use crate::Operation;
-use crate::machine::{Command, Event, InvalidTransition, Status};
 
 /// The state of one TCC branch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -64,18 +65,34 @@ impl BranchState {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+/// Where a TCC transaction stands as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TccPhase {
+    /// Trying every branch; no decision yet.
     Trying,
+    /// Decided to commit: confirming every branch.
     Confirming,
+    /// Decided to roll back: cancelling every branch.
     Cancelling,
+}
+
+impl TccPhase {
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TccPhase::Trying => "trying",
+            TccPhase::Confirming => "confirming",
+            TccPhase::Cancelling => "cancelling",
+        }
+    }
 }
 
 /// A TCC transaction's branches and phase.
 #[derive(Debug, Clone)]
 pub struct TccMachine {
     branches: Vec<BranchState>,
-    phase: Phase,
+    phase: TccPhase,
     /// Re-driven after a crash: a branch not tried in this run may have been tried in an
     /// earlier one, so cancelling cancels it instead of skipping it.
     recovered: bool,
@@ -86,7 +103,7 @@ impl TccMachine {
     pub fn new(n: usize) -> Self {
         TccMachine {
             branches: vec![BranchState::Pending; n],
-            phase: Phase::Trying,
+            phase: TccPhase::Trying,
             recovered: false,
         }
     }
@@ -106,7 +123,7 @@ impl TccMachine {
     pub fn cancelling(n: usize) -> Self {
         TccMachine {
             branches: vec![BranchState::Uncertain; n],
-            phase: Phase::Cancelling,
+            phase: TccPhase::Cancelling,
             recovered: true,
         }
     }
@@ -116,33 +133,24 @@ impl TccMachine {
     pub fn confirming(n: usize) -> Self {
         TccMachine {
             branches: vec![BranchState::Tried; n],
-            phase: Phase::Confirming,
+            phase: TccPhase::Confirming,
             recovered: true,
         }
     }
 
     /// A machine in an arbitrary configuration, for exhaustive tests of the table.
-    /// `phase` is 0 trying, 1 confirming, 2 cancelling.
     #[doc(hidden)]
-    pub fn from_states(branches: Vec<BranchState>, phase: u8) -> Self {
+    pub fn from_states(branches: Vec<BranchState>, phase: TccPhase) -> Self {
         TccMachine {
             branches,
-            phase: match phase {
-                0 => Phase::Trying,
-                1 => Phase::Confirming,
-                _ => Phase::Cancelling,
-            },
+            phase,
             recovered: false,
         }
     }
 
-    /// 0 trying, 1 confirming, 2 cancelling.
-    pub fn phase(&self) -> u8 {
-        match self.phase {
-            Phase::Trying => 0,
-            Phase::Confirming => 1,
-            Phase::Cancelling => 2,
-        }
+    /// The transaction's phase.
+    pub fn phase(&self) -> TccPhase {
+        self.phase
     }
 
     /// The branches' states.
@@ -154,13 +162,13 @@ impl TccMachine {
     pub fn status(&self) -> Status {
         let all = |s: &[BranchState]| self.branches.iter().all(|b| s.contains(b));
         match self.phase {
-            Phase::Trying => Status::Running,
-            Phase::Confirming if all(&[BranchState::Confirmed]) => Status::Committed,
-            Phase::Confirming => Status::Committing,
-            Phase::Cancelling if all(&[BranchState::Cancelled, BranchState::Skipped]) => {
+            TccPhase::Trying => Status::Running,
+            TccPhase::Confirming if all(&[BranchState::Confirmed]) => Status::Committed,
+            TccPhase::Confirming => Status::Committing,
+            TccPhase::Cancelling if all(&[BranchState::Cancelled, BranchState::Skipped]) => {
                 Status::Compensated
             }
-            Phase::Cancelling => Status::Compensating,
+            TccPhase::Cancelling => Status::Compensating,
         }
     }
 
@@ -177,8 +185,8 @@ impl TccMachine {
         };
         match event {
             Event::Abort => {
-                if self.phase == Phase::Trying {
-                    self.phase = Phase::Cancelling;
+                if self.phase == TccPhase::Trying {
+                    self.phase = TccPhase::Cancelling;
                 }
             }
             Event::Succeeded(i) | Event::Failed(i) | Event::Exhausted(i) => {
@@ -198,7 +206,7 @@ impl TccMachine {
                     self.branches[i],
                     BranchState::Failed | BranchState::Uncertain
                 ) {
-                    self.phase = Phase::Cancelling;
+                    self.phase = TccPhase::Cancelling;
                 }
             }
         }
@@ -217,7 +225,7 @@ impl TccMachine {
                 }
             };
         match self.phase {
-            Phase::Trying => {
+            TccPhase::Trying => {
                 issue(
                     &mut self.branches,
                     &[BranchState::Pending],
@@ -225,7 +233,7 @@ impl TccMachine {
                     Operation::Try,
                 );
                 if self.branches.iter().all(|b| *b == BranchState::Tried) {
-                    self.phase = Phase::Confirming;
+                    self.phase = TccPhase::Confirming;
                     issue(
                         &mut self.branches,
                         &[BranchState::Tried],
@@ -234,7 +242,7 @@ impl TccMachine {
                     );
                 }
             }
-            Phase::Confirming => {
+            TccPhase::Confirming => {
                 issue(
                     &mut self.branches,
                     &[BranchState::Tried],
@@ -242,7 +250,7 @@ impl TccMachine {
                     Operation::Confirm,
                 );
             }
-            Phase::Cancelling => {
+            TccPhase::Cancelling => {
                 let not_tried = if self.recovered {
                     BranchState::Uncertain
                 } else {
