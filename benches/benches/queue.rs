@@ -12,7 +12,7 @@
 //!   what the broker itself serves.
 //!
 //! Needs a broker: `scripts/dev-services` (tansu in memory on 127.0.0.1:9092; override with
-//! `MAAS_KAFKA`). `MAAS_QUEUE_BENCH_RECORDS` changes the 200,000.
+//! `MAAS_TEST_KAFKA`). `MAAS_QUEUE_BENCH_RECORDS` changes the 200,000.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -32,10 +32,10 @@ use tower::service_fn;
 const PARTITIONS: i32 = 4;
 
 fn broker() -> String {
-    let addr = std::env::var("MAAS_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
+    let addr = std::env::var("MAAS_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
     if std::net::TcpStream::connect(&addr).is_err() {
         panic!(
-            "no Kafka-API broker at {addr}: start one with `scripts/dev-services`, or set MAAS_KAFKA"
+            "no Kafka-API broker at {addr}: start one with `scripts/dev-services`, or set MAAS_TEST_KAFKA"
         );
     }
     addr

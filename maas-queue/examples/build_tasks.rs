@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run -p maas-queue --example build_tasks                 # in-memory broker
-//! KAFKA_BROKERS=127.0.0.1:9092 cargo run -p maas-queue --example build_tasks   # Kafka
+//! MAAS_KAFKA_BROKERS=127.0.0.1:9092 cargo run -p maas-queue --example build_tasks   # Kafka
 //! ```
 
 use std::sync::Arc;
@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use maas_queue::{
-    ConsumerHandle, FailurePolicy, GroupConsumer, GroupConsumerBuilder, MemoryBroker, Message,
-    Poison, Producer, ProducerBuilder, Record,
+    Cluster, ConsumerHandle, FailurePolicy, GroupConsumer, GroupConsumerBuilder, MemoryBroker,
+    Message, Poison, Producer, Record,
 };
 use tower::service_fn;
 
@@ -52,32 +52,16 @@ fn worker(
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let kafka = std::env::var("KAFKA_BROKERS").ok();
-    let brokers: Vec<String> = kafka
-        .as_deref()
-        .unwrap_or("127.0.0.1:9092")
-        .split(',')
-        .map(str::to_owned)
-        .collect();
-    let memory = MemoryBroker::new();
-    let on = |p: ProducerBuilder| {
-        if kafka.is_some() {
-            p
-        } else {
-            p.memory(&memory)
-        }
+    let kafka = std::env::var("MAAS_KAFKA_BROKERS").ok();
+    // Kafka when MAAS_KAFKA_BROKERS is set, else an in-memory broker: one `Cluster` value.
+    let cluster = match kafka.as_deref() {
+        Some(list) => Cluster::kafka(list.split(',').map(str::trim)),
+        None => Cluster::in_memory(&MemoryBroker::new()),
     };
     let group = format!("model-builders-{}", std::process::id());
-    let consumer = |()| {
-        let b = GroupConsumer::builder(brokers.clone(), group.clone()).topics([TOPIC]);
-        if kafka.is_some() {
-            b
-        } else {
-            b.memory(&memory)
-        }
-    };
+    let consumer = |()| GroupConsumer::builder(cluster.clone(), group.clone()).topics([TOPIC]);
 
-    let producer = on(Producer::builder(brokers.clone())).build()?;
+    let producer = Producer::builder(cluster.clone()).build()?;
     producer.create_topic(TOPIC, 6).await?;
 
     // The workers: three members share the six partitions.

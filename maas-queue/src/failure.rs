@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use crate::producer::millis;
+use crate::time::millis;
 use crate::{Message, Record};
 
 /// Header names (see the module docs).

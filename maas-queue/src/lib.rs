@@ -16,7 +16,8 @@
 //!   failed, and [`Redrive`] (also the `maas-queue redrive` command) to put records back;
 //! * lag per partition ([`ConsumerHandle::lag`], and the `metrics` module with feature
 //!   `prometheus`);
-//! * a [`MemoryBroker`] behind the same API, for unit tests and demos;
+//! * a [`MemoryBroker`] behind the same API, for unit tests and demos: every builder takes
+//!   a [`Cluster`] — Kafka bootstrap addresses or an in-memory broker;
 //! * a `traceparent` header on every produced record ([`trace`]).
 //!
 //! ```
@@ -24,15 +25,14 @@
 //! use tower::service_fn;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let broker = MemoryBroker::new(); // or drop `.memory(..)` to talk to Kafka
-//! let producer = Producer::builder(["127.0.0.1:9092"]).memory(&broker).build()?;
+//! let broker = MemoryBroker::new(); // or `["kafka:9092"]` to talk to Kafka: a `Cluster`
+//! let producer = Producer::builder(&broker).build()?;
 //! producer.create_topic("model-build-tasks", 3).await?;
 //! producer.send(Record::new("model-build-tasks", "not json").key("m-7")).await?;
 //!
-//! let workers = GroupConsumer::builder(["127.0.0.1:9092"], "model-builders")
+//! let workers = GroupConsumer::builder(&broker, "model-builders")
 //!     .topics(["model-build-tasks"])
 //!     .failure_policy(FailurePolicy::default())
-//!     .memory(&broker)
 //!     .build()?
 //!     .start(service_fn(|m: Message| async move {
 //!         match m.value_str() {
@@ -49,9 +49,12 @@
 //! # Ok(()) }
 //! ```
 
+mod cluster;
 mod consumer;
+mod delivery;
 mod error;
 pub mod failure;
+mod kafka;
 mod memory;
 mod message;
 #[cfg(feature = "prometheus")]
@@ -59,21 +62,21 @@ pub mod metrics;
 mod partitioner;
 mod producer;
 mod redrive;
+mod time;
 pub mod trace;
-mod wire;
 
-#[cfg(feature = "prometheus")]
-pub use consumer::MeteredConsumer;
+pub use cluster::Cluster;
 pub use consumer::{
     Assignor, ConsumerHandle, ConsumerStats, GroupConsumer, GroupConsumerBuilder, PartitionLag,
     StartFrom,
 };
+pub use delivery::Delivery;
 pub use error::{BoxError, ConfigError, Poison, QueueError};
 pub use failure::FailurePolicy;
 pub use memory::MemoryBroker;
 pub use message::{Headers, Message, Record};
 pub use partitioner::{murmur2, partition_for_key};
-pub use producer::{Compression, Delivery, Producer, ProducerBuilder, SendFuture};
+pub use producer::{Compression, Producer, ProducerBuilder, SendFuture};
 pub use redrive::{Redrive, RedriveReport, parse_since};
 
 /// The README's example, compiled as a doctest.

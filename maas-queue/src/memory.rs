@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 
+use crate::delivery::Delivery;
 use crate::partitioner::partition_for_key;
-use crate::producer::Delivery;
 use crate::{Message, QueueError, Record};
 
 #[derive(Debug)]
@@ -105,9 +105,7 @@ impl MemoryBroker {
                 key: record.key,
                 value: record.value,
                 headers: record.headers,
-                timestamp_ms: crate::producer::millis(
-                    record.timestamp.unwrap_or_else(SystemTime::now),
-                ),
+                timestamp_ms: crate::time::millis(record.timestamp.unwrap_or_else(SystemTime::now)),
             });
             Ok(Delivery { partition, offset })
         })?;

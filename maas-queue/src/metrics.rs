@@ -20,11 +20,10 @@
 //! let metrics = QueueMetrics::register(&registry)?;
 //! let broker = MemoryBroker::new();
 //! broker.create_topic("tasks", 1);
-//! let consumer = GroupConsumer::builder(["kafka:9092"], "workers")
+//! let consumer = GroupConsumer::builder(&broker, "workers")
 //!     .topics(["tasks"])
-//!     .memory(&broker)
-//!     .build()?
 //!     .metrics(&metrics)
+//!     .build()?
 //!     .start(tower::service_fn(|_m: Message| async { Ok::<_, std::convert::Infallible>(()) }));
 //! consumer.shutdown().await;
 //! # Ok(()) }

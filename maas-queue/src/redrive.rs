@@ -8,12 +8,11 @@ use rskafka::BackoffConfig;
 use rskafka::client::ClientBuilder;
 
 use crate::consumer::StartFrom;
-use crate::consumer::fetcher::Fetcher;
-use crate::error::{check_brokers, check_topic};
+use crate::consumer::fetcher::{Fetcher, Source};
+use crate::error::check_topic;
 use crate::failure::headers;
-use crate::memory::MemoryBroker;
-use crate::producer::millis;
-use crate::{ConfigError, Message, Producer, QueueError, Record};
+use crate::time::millis;
+use crate::{Cluster, ConfigError, Message, Producer, QueueError, Record};
 
 /// Copies records from a dead-letter topic back to a topic, dropping the failure-tracking
 /// headers and adding `redriven-from`. The DLQ itself is left as it is (an audit trail);
@@ -28,15 +27,14 @@ use crate::{ConfigError, Message, Producer, QueueError, Record};
 /// broker.create_topic("tasks.dlq", 1);
 /// broker.append(Record::new("tasks.dlq", "job").key("m-1").header("dlq-original-topic", "tasks"))?;
 ///
-/// let report = Redrive::new(["kafka:9092"], "tasks.dlq").memory(&broker).run().await?;
+/// let report = Redrive::new(&broker, "tasks.dlq").run().await?;
 /// assert_eq!((report.scanned, report.redriven), (1, 1));
 /// assert_eq!(broker.messages("tasks")[0].header_str("redriven-from"), Some("tasks.dlq"));
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
 pub struct Redrive {
-    brokers: Vec<String>,
-    memory: Option<MemoryBroker>,
+    cluster: Cluster,
     from: String,
     to: Option<String>,
     key: Option<Bytes>,
@@ -55,15 +53,11 @@ pub struct RedriveReport {
 }
 
 impl Redrive {
-    /// Redrives the dead-letter topic `from` on the brokers at `brokers`.
-    pub fn new<I, S>(brokers: I, from: impl Into<String>) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
+    /// Redrives the dead-letter topic `from` of `cluster` (Kafka bootstrap addresses or a
+    /// [`MemoryBroker`](crate::MemoryBroker) — see [`Cluster`]).
+    pub fn new(cluster: impl Into<Cluster>, from: impl Into<String>) -> Self {
         Redrive {
-            brokers: brokers.into_iter().map(Into::into).collect(),
-            memory: None,
+            cluster: cluster.into(),
             from: from.into(),
             to: None,
             key: None,
@@ -86,12 +80,6 @@ impl Redrive {
     /// Only records that last failed at or after `t`.
     pub fn since(mut self, t: SystemTime) -> Self {
         self.since_ms = Some(millis(t));
-        self
-    }
-
-    /// Uses an in-memory broker instead of Kafka.
-    pub fn memory(mut self, broker: &MemoryBroker) -> Self {
-        self.memory = Some(broker.clone());
         self
     }
 
@@ -137,18 +125,15 @@ impl Redrive {
         if let Some(t) = &self.to {
             check_topic(t)?;
         }
-        let mut producer = Producer::builder(self.brokers.clone()).client_id("maas-queue-redrive");
-        if let Some(m) = &self.memory {
-            producer = producer.memory(m);
-        } else {
-            check_brokers(&self.brokers)?;
-        }
-        let producer = producer.build()?;
+        let producer = Producer::builder(self.cluster.clone())
+            .client_id("maas-queue-redrive")
+            .build()?;
         let partitions = producer.partitions(&self.from).await?;
-        let client = match &self.memory {
-            Some(_) => None,
-            None => {
-                let build = ClientBuilder::new(self.brokers.clone())
+        let source = match (self.cluster.memory(), self.cluster.bootstrap()) {
+            (Some(m), _) => Source::Memory(m.clone()),
+            (None, bootstrap) => {
+                let bootstrap = bootstrap.unwrap_or_default();
+                let build = ClientBuilder::new(bootstrap.to_vec())
                     .client_id("maas-queue-redrive")
                     .backoff_config(BackoffConfig {
                         deadline: Some(Duration::from_secs(10)),
@@ -156,21 +141,20 @@ impl Redrive {
                     })
                     .build();
                 let failed = |reason: String| QueueError::Connection {
-                    broker: self.brokers.join(","),
+                    broker: bootstrap.join(","),
                     reason,
                 };
                 let c = tokio::time::timeout(Duration::from_secs(10), build)
                     .await
                     .map_err(|_| failed("no answer within 10s".to_owned()))?
                     .map_err(|e| failed(e.to_string()))?;
-                Some(Arc::new(c))
+                Source::Kafka(Arc::new(c))
             }
         };
         let mut report = RedriveReport::default();
         let mut sends = Vec::new();
         for partition in 0..partitions {
-            let fetcher =
-                Fetcher::new(client.as_ref(), self.memory.as_ref(), &self.from, partition).await?;
+            let fetcher = Fetcher::new(&source, &self.from, partition).await?;
             let end = fetcher.start_offset(StartFrom::Latest).await?;
             let mut offset = fetcher.start_offset(StartFrom::Earliest).await?;
             while offset < end {

@@ -120,15 +120,14 @@ async fn delivery_timeout_max_sends_to_the_broker() {
 #[tokio::test]
 async fn huge_failure_backoffs_do_not_panic_the_consumer() {
     let broker = MemoryBroker::new();
-    let producer = Producer::builder(["x:1"]).memory(&broker).build().unwrap();
+    let producer = Producer::builder(&broker).build().unwrap();
     producer.create_topic("tasks", 1).await.unwrap();
     producer.send(Record::new("tasks", "v")).await.unwrap();
     let policy = FailurePolicy::default()
         .retries(0, Duration::MAX)
         .retry_topics([Duration::MAX]);
-    let handle = GroupConsumer::builder(["x:1"], "g")
+    let handle = GroupConsumer::builder(&broker, "g")
         .topics(["tasks"])
-        .memory(&broker)
         .failure_policy(policy)
         // The moved record then waits (up to a year) on its retry topic: shutdown abandons
         // it after the rebalance timeout.

@@ -28,10 +28,7 @@ async fn handled_dead_lettered_commits_and_lag_are_reported() {
     let registry = prometheus::Registry::new();
     let metrics = QueueMetrics::register(&registry).expect("register");
     let broker = MemoryBroker::new();
-    let producer = Producer::builder(["kafka:9092"])
-        .memory(&broker)
-        .build()
-        .expect("producer");
+    let producer = Producer::builder(&broker).build().expect("producer");
     producer.create_topic("jobs", 2).await.expect("topic");
     for i in 0..10 {
         producer
@@ -44,14 +41,13 @@ async fn handled_dead_lettered_commits_and_lag_are_reported() {
         .await
         .expect("send");
 
-    let consumer = GroupConsumer::builder(["kafka:9092"], "g")
+    let consumer = GroupConsumer::builder(&broker, "g")
         .topics(["jobs"])
         .commit_interval(Duration::from_millis(20))
         .failure_policy(FailurePolicy::default().retries(0, Duration::ZERO))
-        .memory(&broker)
+        .metrics(&metrics)
         .build()
         .expect("consumer")
-        .metrics(&metrics)
         .start(service_fn(|m: Message| async move {
             if m.value_str() == Some("bad") {
                 Err(Poison::new("bad"))

@@ -57,8 +57,8 @@ impl Builder {
             .client_id(format!("builder-{member}"))
             .key_parallelism(4)
             .failure_policy(FailurePolicy::default().retries(2, Duration::from_millis(50)))
-            .build()?
-            .metrics(metrics);
+            .metrics(metrics)
+            .build()?;
         Ok(consumer.start(service_fn(move |m: Message| {
             let this = this.clone();
             // The build joins the trace of the upload that queued it.

@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use maas_queue::{ConsumerHandle, GroupConsumer, MemoryBroker, Producer};
+use maas_queue::{Cluster, ConsumerHandle, GroupConsumer, MemoryBroker, Producer};
 use maas_ratelimit::{KeyedLimiter, Quota, RateLimitLayer};
 use maas_saga::Engine;
 use maas_saga::store::{PgStore, SagaStore, SqliteStore};
@@ -155,16 +155,13 @@ impl Platform {
         );
 
         // The broker: Kafka when configured, else the in-memory one.
-        let memory = config.kafka_brokers.is_none().then(MemoryBroker::new);
-        let brokers = config
-            .kafka_brokers
-            .clone()
-            .unwrap_or_else(|| vec!["127.0.0.1:9092".to_owned()]);
-        let mut producer = Producer::builder(brokers.clone());
-        if let Some(m) = &memory {
-            producer = producer.memory(m);
-        }
-        let producer = producer.build().map_err(queue_err)?;
+        let cluster = match &config.kafka_brokers {
+            Some(brokers) => Cluster::kafka(brokers.clone()),
+            None => Cluster::in_memory(&MemoryBroker::new()),
+        };
+        let producer = Producer::builder(cluster.clone())
+            .build()
+            .map_err(queue_err)?;
         producer
             .create_topic(&config.build_topic, PARTITIONS)
             .await
@@ -181,10 +178,7 @@ impl Platform {
         };
         let mut members = Vec::with_capacity(config.builders);
         for i in 0..config.builders {
-            let mut consumer = GroupConsumer::builder(brokers.clone(), config.build_group.clone());
-            if let Some(m) = &memory {
-                consumer = consumer.memory(m);
-            }
+            let consumer = GroupConsumer::builder(cluster.clone(), config.build_group.clone());
             members.push(
                 builder
                     .start(consumer, i, &queue_metrics)
@@ -262,7 +256,7 @@ impl Platform {
         tracing::info!(%addr, instance = %config.instance,
             database = if config.database_url.is_some() { "postgres" } else { "sqlite" },
             data_dir = %config.data_dir.display(),
-            broker = if memory.is_some() { "in-memory" } else { "kafka" },
+            broker = if cluster.memory().is_some() { "in-memory" } else { "kafka" },
             builders = config.builders, "maas-platform listening");
         Ok(Platform {
             addr,

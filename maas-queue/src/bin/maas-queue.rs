@@ -7,7 +7,7 @@
 
 use std::process::ExitCode;
 
-use maas_queue::{Redrive, parse_since};
+use maas_queue::{Cluster, Redrive, parse_since};
 
 const USAGE: &str = "usage: maas-queue redrive --from <topic>.dlq [--to <topic>] [--key K] [--since T] [--brokers host:port,...]
 
@@ -15,7 +15,7 @@ const USAGE: &str = "usage: maas-queue redrive --from <topic>.dlq [--to <topic>]
   --to       where to publish (default: each record's dlq-original-topic header)
   --key      only records with this key
   --since    only records that last failed at or after T (RFC 3339 or Unix milliseconds)
-  --brokers  bootstrap brokers (default: $KAFKA_BROKERS, else 127.0.0.1:9092)";
+  --brokers  bootstrap brokers (default: $MAAS_KAFKA_BROKERS, else 127.0.0.1:9092)";
 
 fn parse(args: &[String]) -> Result<Redrive, String> {
     let mut it = args.iter();
@@ -25,7 +25,7 @@ fn parse(args: &[String]) -> Result<Redrive, String> {
         Some(other) => return Err(format!("unknown command `{other}`")),
     }
     let mut brokers =
-        std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
+        std::env::var("MAAS_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
     let (mut from, mut to, mut key, mut since) = (None, None, None, None);
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
@@ -45,7 +45,7 @@ fn parse(args: &[String]) -> Result<Redrive, String> {
         }
     }
     let from = from.ok_or("--from is required")?;
-    let mut redrive = Redrive::new(brokers.split(',').map(str::trim), from);
+    let mut redrive = Redrive::new(Cluster::kafka(brokers.split(',').map(str::trim)), from);
     if let Some(t) = to {
         redrive = redrive.to(t);
     }

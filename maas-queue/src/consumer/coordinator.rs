@@ -11,12 +11,13 @@ use rskafka::client::{Client, ClientBuilder};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::fetcher::Fetcher;
-use super::kafka_group::{Joined, KafkaGroup, codes};
-use super::{PartitionState, Shared, worker};
+use super::fetcher::{Fetcher, Source};
+use super::shared::{PartitionState, Shared};
+use super::worker;
 use crate::QueueError;
+use crate::kafka::Brokers;
+use crate::kafka::group::{Joined, KafkaGroup, codes};
 use crate::memory::MemoryBroker;
-use crate::wire::Cluster;
 
 /// The group as the member talks to it: Kafka's coordinator, or the in-memory broker.
 enum Coordinator {
@@ -179,11 +180,12 @@ async fn create_failure_topics(shared: &Shared, stopped: &mut watch::Receiver<bo
 
 async fn rskafka_client(
     shared: &Shared,
+    bootstrap: &[String],
     stopped: &mut watch::Receiver<bool>,
 ) -> Option<Arc<Client>> {
     let mut backoff = Duration::from_millis(200);
     loop {
-        let built = ClientBuilder::new(shared.config.brokers.clone())
+        let built = ClientBuilder::new(bootstrap.to_vec())
             .client_id(shared.config.client_id.clone())
             .backoff_config(BackoffConfig {
                 // Calls give up (and are retried by the worker, which can be stopped) instead
@@ -209,7 +211,7 @@ async fn rskafka_client(
 /// Starts the worker of one partition: open a fetcher, find the start offset, run.
 fn start_worker(
     shared: &Arc<Shared>,
-    client: Option<&Arc<Client>>,
+    source: &Source,
     workers: &mut JoinSet<()>,
     topic: String,
     partition: i32,
@@ -218,12 +220,12 @@ fn start_worker(
 ) {
     let state = Arc::new(PartitionState::new(committed.unwrap_or(-1)));
     Shared::lock(&shared.assignment).insert((topic.clone(), partition), state.clone());
-    let (shared, client) = (shared.clone(), client.cloned());
+    let (shared, source) = (shared.clone(), source.clone());
     workers.spawn(async move {
         let mut stop = stop;
         let mut backoff = Duration::from_millis(100);
         let fetcher = loop {
-            match Fetcher::new(client.as_ref(), shared.memory.as_ref(), &topic, partition).await {
+            match Fetcher::new(&source, &topic, partition).await {
                 Ok(f) => break f,
                 Err(e) => tracing::warn!(target: "maas_queue", %topic, partition, error = %e, "cannot read the partition yet"),
             }
@@ -299,7 +301,7 @@ fn classify(code: Option<i16>) -> Option<End> {
 async fn generation(
     shared: &Arc<Shared>,
     group: &mut Coordinator,
-    client: Option<&Arc<Client>>,
+    source: &Source,
     joined: Joined,
     stopped: &mut watch::Receiver<bool>,
 ) -> End {
@@ -318,7 +320,7 @@ async fn generation(
         let from = committed.get(&(topic.clone(), *partition)).copied();
         start_worker(
             shared,
-            client,
+            source,
             &mut workers,
             topic.clone(),
             *partition,
@@ -403,7 +405,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>)
     for t in &c.topics {
         topics.extend(c.failure.retry_topics_of(t));
     }
-    if let Some(m) = &shared.memory {
+    if let Some(m) = shared.cluster.memory() {
         for t in &c.topics {
             if m.partition_count(t).is_none() {
                 tracing::warn!(target: "maas_queue", topic = %t, "the topic does not exist; creating it with one partition");
@@ -414,8 +416,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>)
     if !create_failure_topics(&shared, &mut stopped).await {
         return;
     }
-    let (mut group, client) = match &shared.memory {
-        Some(broker) => (
+    let (mut group, source) = match (shared.cluster.memory(), shared.cluster.bootstrap()) {
+        (Some(broker), _) => (
             Coordinator::Memory {
                 broker: broker.clone(),
                 group: c.group.clone(),
@@ -423,27 +425,28 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>)
                 topics,
                 session: c.session_timeout,
             },
-            None,
+            Source::Memory(broker.clone()),
         ),
-        None => {
-            let Some(client) = rskafka_client(&shared, &mut stopped).await else {
+        (None, bootstrap) => {
+            let bootstrap = bootstrap.unwrap_or_default();
+            let Some(client) = rskafka_client(&shared, bootstrap, &mut stopped).await else {
                 return;
             };
             // A join may wait for the whole group, up to the rebalance timeout.
-            let cluster = Cluster::new(
-                c.brokers.clone(),
+            let brokers = Brokers::new(
+                bootstrap.to_vec(),
                 &c.client_id,
                 c.request_timeout + c.rebalance_timeout,
             );
             let group = KafkaGroup::new(
-                Arc::new(cluster),
+                Arc::new(brokers),
                 c.group.clone(),
                 topics,
                 c.assignor,
                 c.session_timeout,
                 c.rebalance_timeout,
             );
-            (Coordinator::Kafka(group), Some(client))
+            (Coordinator::Kafka(group), Source::Kafka(client))
         }
     };
 
@@ -472,7 +475,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>)
         shared.generations.fetch_add(1, Ordering::Relaxed);
         shared.observe_join();
         *Shared::lock(&shared.member_id) = joined.member_id.clone();
-        match generation(&shared, &mut group, client.as_ref(), joined, &mut stopped).await {
+        match generation(&shared, &mut group, &source, joined, &mut stopped).await {
             End::Shutdown => break,
             End::Rebalance => {}
             End::Fenced => {

@@ -1,22 +1,20 @@
-//! Reading one partition: through rskafka for Kafka, or from the in-memory broker.
+//! Reading one partition: from Kafka (`kafka/fetch.rs`) or from the in-memory broker.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use rskafka::client::Client;
-use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 
-use super::StartFrom;
+use super::config::StartFrom;
+use crate::kafka::fetch::PartitionReader;
 use crate::memory::MemoryBroker;
 use crate::{Message, QueueError};
 
-/// Kafka's `OffsetOutOfRange`.
-pub(crate) const OFFSET_OUT_OF_RANGE: i16 = 1;
+pub(crate) use crate::kafka::fetch::OFFSET_OUT_OF_RANGE;
 
+/// A partition being read.
 pub(crate) enum Fetcher {
-    Kafka(PartitionClient),
+    Kafka(PartitionReader),
     Memory {
         broker: MemoryBroker,
         topic: String,
@@ -24,55 +22,29 @@ pub(crate) enum Fetcher {
     },
 }
 
-fn rskafka_error(e: rskafka::client::error::Error) -> QueueError {
-    use rskafka::client::error::{Error, ProtocolError};
-    match e {
-        Error::ServerError {
-            protocol_error: ProtocolError::OffsetOutOfRange,
-            ..
-        } => QueueError::from_code(OFFSET_OUT_OF_RANGE, "fetching").unwrap_or(QueueError::Closed),
-        other => QueueError::Connection {
-            broker: "fetch".to_owned(),
-            reason: other.to_string(),
-        },
-    }
-}
-
-fn message(topic: &str, partition: i32, r: rskafka::record::RecordAndOffset) -> Message {
-    let headers: BTreeMap<String, Vec<u8>> = r.record.headers;
-    Message {
-        topic: topic.to_owned(),
-        partition,
-        offset: r.offset,
-        key: r.record.key.map(Bytes::from),
-        value: r.record.value.map(Bytes::from),
-        headers: headers
-            .into_iter()
-            .map(|(k, v)| (k, Bytes::from(v)))
-            .collect(),
-        timestamp_ms: r.record.timestamp.timestamp_millis(),
-    }
+/// What partitions are read from: a Kafka client, or the in-memory broker.
+#[derive(Clone)]
+pub(crate) enum Source {
+    Kafka(Arc<Client>),
+    Memory(MemoryBroker),
 }
 
 impl Fetcher {
+    /// A reader of `topic`'s `partition` in `source`.
     pub(crate) async fn new(
-        client: Option<&Arc<Client>>,
-        memory: Option<&MemoryBroker>,
+        source: &Source,
         topic: &str,
         partition: i32,
     ) -> Result<Self, QueueError> {
-        match (memory, client) {
-            (Some(m), _) => Ok(Fetcher::Memory {
-                broker: m.clone(),
+        match source {
+            Source::Kafka(client) => PartitionReader::new(client, topic, partition)
+                .await
+                .map(Fetcher::Kafka),
+            Source::Memory(broker) => Ok(Fetcher::Memory {
+                broker: broker.clone(),
                 topic: topic.to_owned(),
                 partition,
             }),
-            (None, Some(c)) => c
-                .partition_client(topic.to_owned(), partition, UnknownTopicHandling::Retry)
-                .await
-                .map(Fetcher::Kafka)
-                .map_err(rskafka_error),
-            (None, None) => Err(QueueError::Closed),
         }
     }
 
@@ -84,20 +56,7 @@ impl Fetcher {
         wait: Duration,
     ) -> Result<(Vec<Message>, i64), QueueError> {
         match self {
-            Fetcher::Kafka(pc) => {
-                let (records, hw) = pc
-                    .fetch_records(offset, 1..max_bytes, wait.as_millis() as i32)
-                    .await
-                    .map_err(rskafka_error)?;
-                let (topic, partition) = (pc.topic().to_owned(), pc.partition());
-                Ok((
-                    records
-                        .into_iter()
-                        .map(|r| message(&topic, partition, r))
-                        .collect(),
-                    hw,
-                ))
-            }
+            Fetcher::Kafka(reader) => reader.fetch(offset, max_bytes, wait).await,
             Fetcher::Memory {
                 broker,
                 topic,
@@ -109,13 +68,7 @@ impl Fetcher {
     /// Where to start when nothing is committed.
     pub(crate) async fn start_offset(&self, from: StartFrom) -> Result<i64, QueueError> {
         match self {
-            Fetcher::Kafka(pc) => pc
-                .get_offset(match from {
-                    StartFrom::Earliest => OffsetAt::Earliest,
-                    StartFrom::Latest => OffsetAt::Latest,
-                })
-                .await
-                .map_err(rskafka_error),
+            Fetcher::Kafka(reader) => reader.offset(from == StartFrom::Earliest).await,
             Fetcher::Memory {
                 broker,
                 topic,

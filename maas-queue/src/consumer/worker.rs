@@ -12,9 +12,9 @@ use tower::ServiceExt;
 use tracing::Instrument;
 
 use super::fetcher::{Fetcher, OFFSET_OUT_OF_RANGE};
-use super::{PartitionState, Shared};
+use super::shared::{PartitionState, Shared};
 use crate::failure::History;
-use crate::producer::millis;
+use crate::time::millis;
 use crate::{Message, Poison};
 
 /// Runs until told to stop (revoked, or shutting down). Stops between records: the record

@@ -1,26 +1,14 @@
 //! The producer: Kafka's partitioner, per-partition batching, acknowledged sends.
 
-mod batch;
-mod kafka;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use batch::Compression;
-pub(crate) use batch::millis;
-
-use crate::error::{LONGEST, check_brokers, check_protocol, check_topic};
+use crate::delivery::Delivery;
+use crate::error::{LONGEST, check_protocol, check_topic};
+pub use crate::kafka::batch::Compression;
+use crate::kafka::produce::{KafkaProducer, ProducerConfig};
 use crate::memory::MemoryBroker;
-use crate::{ConfigError, QueueError, Record};
-
-/// Where a record landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Delivery {
-    /// The partition.
-    pub partition: i32,
-    /// The record's offset in it.
-    pub offset: i64,
-}
+use crate::{Cluster, ConfigError, QueueError, Record};
 
 /// The outcome of one [`Producer::send`]: resolves to where the record landed once it is
 /// acknowledged. The record is on its way whether or not this is awaited.
@@ -61,25 +49,11 @@ impl std::future::Future for SendFuture {
 /// The longest linger accepted (librdkafka's bound for `linger.ms`).
 const MAX_LINGER: Duration = Duration::from_secs(15 * 60);
 
-/// Settings of a [`Producer`].
-#[derive(Debug, Clone)]
-pub(crate) struct ProducerConfig {
-    pub(crate) brokers: Vec<String>,
-    pub(crate) client_id: String,
-    pub(crate) linger: Duration,
-    pub(crate) max_batch_bytes: usize,
-    pub(crate) compression: Compression,
-    pub(crate) delivery_timeout: Duration,
-    pub(crate) request_timeout: Duration,
-    pub(crate) retry_backoff: Duration,
-    pub(crate) max_buffered: usize,
-}
-
 /// Builds a [`Producer`]; invalid settings fail at [`build`](ProducerBuilder::build).
 #[derive(Debug, Clone)]
 pub struct ProducerBuilder {
+    cluster: Cluster,
     config: ProducerConfig,
-    memory: Option<MemoryBroker>,
 }
 
 impl ProducerBuilder {
@@ -137,12 +111,6 @@ impl ProducerBuilder {
         self
     }
 
-    /// Produces into an in-memory broker instead of Kafka (tests, demos).
-    pub fn memory(mut self, broker: &MemoryBroker) -> Self {
-        self.memory = Some(broker.clone());
-        self
-    }
-
     /// Validates the settings and builds the producer. Connections are opened on first use.
     pub fn build(mut self) -> Result<Producer, ConfigError> {
         check_protocol("request_timeout", self.config.request_timeout)?;
@@ -164,10 +132,8 @@ impl ProducerBuilder {
         ] {
             *d = (*d).min(LONGEST);
         }
+        self.cluster.check()?;
         let c = &self.config;
-        if self.memory.is_none() {
-            check_brokers(&c.brokers)?;
-        }
         for (name, zero) in [
             ("max_batch_bytes", c.max_batch_bytes == 0),
             ("delivery_timeout", c.delivery_timeout.is_zero()),
@@ -178,9 +144,12 @@ impl ProducerBuilder {
                 return Err(ConfigError::Zero(name));
             }
         }
-        let backend = match self.memory {
-            Some(m) => Backend::Memory(m),
-            None => Backend::Kafka(kafka::KafkaProducer::new(self.config)),
+        let backend = match (self.cluster.memory(), self.cluster.bootstrap()) {
+            (Some(m), _) => Backend::Memory(m.clone()),
+            (None, bootstrap) => {
+                self.config.brokers = bootstrap.unwrap_or_default().to_vec();
+                Backend::Kafka(KafkaProducer::new(self.config))
+            }
         };
         Ok(Producer {
             backend: Arc::new(backend),
@@ -189,7 +158,7 @@ impl ProducerBuilder {
 }
 
 enum Backend {
-    Kafka(kafka::KafkaProducer),
+    Kafka(KafkaProducer),
     Memory(MemoryBroker),
 }
 
@@ -206,7 +175,7 @@ enum Backend {
 /// use maas_queue::{MemoryBroker, Producer, Record};
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let broker = MemoryBroker::new();
-/// let producer = Producer::builder(["127.0.0.1:9092"]).memory(&broker).build()?;
+/// let producer = Producer::builder(&broker).build()?;
 /// producer.create_topic("model-build-tasks", 3).await?;
 /// let delivered = producer.send(Record::new("model-build-tasks", "build m-1").key("m-1")).await?;
 /// assert_eq!(delivered.offset, 0);
@@ -228,15 +197,13 @@ impl std::fmt::Debug for Producer {
 }
 
 impl Producer {
-    /// Starts configuring a producer for the brokers at `brokers` (`host:port`).
-    pub fn builder<I, S>(brokers: I) -> ProducerBuilder
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
+    /// Starts configuring a producer for `cluster`: Kafka bootstrap addresses
+    /// (`["host:port", ..]`) or a [`MemoryBroker`] — see [`Cluster`].
+    pub fn builder(cluster: impl Into<Cluster>) -> ProducerBuilder {
         ProducerBuilder {
+            cluster: cluster.into(),
             config: ProducerConfig {
-                brokers: brokers.into_iter().map(Into::into).collect(),
+                brokers: Vec::new(),
                 client_id: "maas-queue".to_owned(),
                 linger: Duration::ZERO,
                 max_batch_bytes: 1 << 20,
@@ -246,7 +213,6 @@ impl Producer {
                 retry_backoff: Duration::from_millis(100),
                 max_buffered: 100_000,
             },
-            memory: None,
         }
     }
 

@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rskafka::BackoffConfig;
 use rskafka::client::{Client, ClientBuilder};
 
-/// Address of the Kafka-API broker started by `scripts/dev-services` (override: `MAAS_KAFKA`).
+/// Address of the Kafka-API broker started by `scripts/dev-services` (override: `MAAS_TEST_KAFKA`).
 fn kafka_addr() -> String {
-    std::env::var("MAAS_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+    std::env::var("MAAS_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
 }
 
 /// The broker's address, after checking that something listens there.
@@ -28,7 +28,7 @@ pub fn require_kafka() -> String {
     assert!(
         reachable,
         "no Kafka-API broker at {addr}: start one with `scripts/dev-services` \
-         (tansu in memory mode on 127.0.0.1:9092), or point MAAS_KAFKA at a running broker"
+         (tansu in memory mode on 127.0.0.1:9092), or point MAAS_TEST_KAFKA at a running broker"
     );
     addr
 }

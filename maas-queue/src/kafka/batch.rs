@@ -4,11 +4,12 @@
 //! structs, header maps or copies of keys and values, which is most of a producer's CPU time
 //! when records are small. Compression uses `kafka-protocol`'s codecs.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 
+use crate::time::millis;
 use crate::trace::{TRACEPARENT, TRACEPARENT_LEN, put_new_traceparent};
 use crate::{QueueError, Record};
 
@@ -39,11 +40,6 @@ impl Compression {
             Compression::Zstd => 4,
         }
     }
-}
-
-pub(crate) fn millis(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Bytes of the batch header after the length field, up to and including the record count.
@@ -184,6 +180,7 @@ mod tests {
     use kafka_protocol::records::{Compression as WireCompression, RecordBatchDecoder};
 
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     /// Every compression yields a v2 batch a decoder reads back intact. (Snappy is checked
     /// here only: tansu 0.6 cannot serve Snappy batches, whoever produced them.)

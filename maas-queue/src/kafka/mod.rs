@@ -1,6 +1,20 @@
-//! Talking Kafka: connections, and the cluster's metadata (brokers, topics, leaders).
+//! The Kafka edge: everything that speaks the Kafka protocol, beside the in-memory
+//! backend (`memory.rs`).
+//!
+//! | file | holds |
+//! |---|---|
+//! | `mod.rs` | [`Brokers`]: the cluster's metadata (brokers, topics, leaders) and connections |
+//! | `connection.rs` | one pipelined connection to one broker |
+//! | `batch.rs` | record batches as Kafka stores them, compression |
+//! | `produce.rs` | the Kafka side of the producer |
+//! | `group.rs` | the group protocol: join, sync, heartbeat, commit, leave |
+//! | `fetch.rs` | reading a partition through rskafka |
 
+pub(crate) mod batch;
 mod connection;
+pub(crate) mod fetch;
+pub(crate) mod group;
+pub(crate) mod produce;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,7 +50,7 @@ pub(crate) struct TopicLayout {
 
 /// The cluster as this client knows it: brokers, topic layouts, and a connection per broker.
 #[derive(Debug)]
-pub(crate) struct Cluster {
+pub(crate) struct Brokers {
     bootstrap: Vec<String>,
     client_id: String,
     timeout: Duration,
@@ -53,9 +67,9 @@ pub(crate) fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_owned()))
 }
 
-impl Cluster {
+impl Brokers {
     pub(crate) fn new(bootstrap: Vec<String>, client_id: &str, timeout: Duration) -> Self {
-        Cluster {
+        Brokers {
             bootstrap,
             client_id: client_id.to_owned(),
             timeout,

@@ -20,9 +20,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use super::Assignor;
+use super::{Brokers, Connection, name, versions};
 use crate::QueueError;
-use crate::wire::{Cluster, Connection, name, versions};
+use crate::consumer::assignor::Assignor;
 
 /// Error codes the group loop reacts to.
 pub(crate) mod codes {
@@ -66,7 +66,7 @@ pub(crate) struct Joined {
 
 /// A member of one group, talking to its coordinator.
 pub(crate) struct KafkaGroup {
-    pub(crate) cluster: Arc<Cluster>,
+    pub(crate) cluster: Arc<Brokers>,
     pub(crate) group: String,
     pub(crate) topics: Vec<String>,
     pub(crate) assignor: Assignor,
@@ -80,7 +80,7 @@ pub(crate) struct KafkaGroup {
 
 impl KafkaGroup {
     pub(crate) fn new(
-        cluster: Arc<Cluster>,
+        cluster: Arc<Brokers>,
         group: String,
         topics: Vec<String>,
         assignor: Assignor,

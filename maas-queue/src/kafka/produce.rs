@@ -11,10 +11,25 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 
-use super::{Delivery, ProducerConfig, batch};
+use super::batch::{self, Compression};
+use super::{Brokers, TopicLayout, name, versions};
+use crate::delivery::Delivery;
 use crate::partitioner::{Sticky, partition_for_key};
-use crate::wire::{Cluster, TopicLayout, name, versions};
 use crate::{QueueError, Record};
+
+/// Settings of a [`Producer`].
+#[derive(Debug, Clone)]
+pub(crate) struct ProducerConfig {
+    pub(crate) brokers: Vec<String>,
+    pub(crate) client_id: String,
+    pub(crate) linger: Duration,
+    pub(crate) max_batch_bytes: usize,
+    pub(crate) compression: Compression,
+    pub(crate) delivery_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) retry_backoff: Duration,
+    pub(crate) max_buffered: usize,
+}
 
 type Reply = oneshot::Sender<Result<Delivery, QueueError>>;
 
@@ -57,7 +72,7 @@ pub(crate) struct KafkaProducer {
 
 struct Shared {
     config: ProducerConfig,
-    cluster: Cluster,
+    cluster: Brokers,
     /// Per topic, per partition: looked up by `&str`, so a send allocates no key.
     queues: std::sync::Mutex<HashMap<String, HashMap<i32, PartitionQueue>>>,
     sticky: Sticky,
@@ -73,7 +88,7 @@ struct Shared {
 
 impl KafkaProducer {
     pub(crate) fn new(config: ProducerConfig) -> Self {
-        let cluster = Cluster::new(
+        let cluster = Brokers::new(
             config.brokers.clone(),
             &config.client_id,
             config.request_timeout,
