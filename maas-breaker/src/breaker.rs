@@ -172,6 +172,14 @@ impl<C: Clock> CircuitBreaker<C> {
         }
     }
 
+    /// Stops counting this breaker in its keyed breaker's metrics (its key was evicted).
+    pub(crate) fn forget_metrics(&self) {
+        #[cfg(feature = "prometheus")]
+        if let Some(m) = &self.inner.metrics {
+            m.forget(self.state());
+        }
+    }
+
     /// The clock this breaker reads.
     pub(crate) fn clock(&self) -> &C {
         &self.inner.clock
@@ -480,30 +488,7 @@ impl<C: Clock> Inner<C> {
     }
 
     fn trip_cause(&self, consecutive: u32, now: u64) -> Option<TransitionCause> {
-        let config = &self.config;
-        if config
-            .consecutive_failures
-            .is_some_and(|n| consecutive >= n)
-        {
-            return Some(TransitionCause::ConsecutiveFailures(consecutive));
-        }
-        let s = self.snapshot(now);
-        if s.calls < config.minimum_calls {
-            return None;
-        }
-        if config.failure_rate.is_some_and(|t| s.failure_rate() >= t) {
-            return Some(TransitionCause::FailureRate {
-                rate: s.failure_rate(),
-                calls: s.calls,
-            });
-        }
-        if config.slow_rate.is_some_and(|t| s.slow_rate() >= t) {
-            return Some(TransitionCause::SlowCallRate {
-                rate: s.slow_rate(),
-                calls: s.calls,
-            });
-        }
-        None
+        crate::policy::trip_cause(&self.config, consecutive, || self.snapshot(now))
     }
 
     fn complete_probe(&self, issued: u64, c: Classification, slow: bool, now: u64) {
@@ -592,10 +577,8 @@ impl<C: Clock> Inner<C> {
         match to {
             BreakerState::Open => {
                 let trips = self.trips.fetch_add(1, Ordering::AcqRel);
-                let backoff = self.config.backoff.powi(trips.min(64) as i32);
-                let wait = (self.config.open_wait as f64 * backoff)
-                    .min(self.config.max_open_wait as f64) as u64;
-                let wait = wait.max(self.requested_pause.swap(0, Ordering::AcqRel));
+                let requested = self.requested_pause.swap(0, Ordering::AcqRel);
+                let wait = crate::policy::open_wait(&self.config, trips, requested);
                 self.open_until
                     .store(now.saturating_add(wait), Ordering::Release);
             }

@@ -329,9 +329,29 @@ impl<C: Clock> CircuitBreakerBuilder<C> {
 
     /// Validates the configuration and builds a closed breaker.
     pub fn build(self) -> Result<CircuitBreaker<C>, ConfigError> {
+        self.build_reporting_as(None)
+    }
+
+    /// Builds one key's breaker of the keyed breaker `base`: its metrics go under `base`,
+    /// with no series of its own.
+    pub(crate) fn build_member(self, base: &str) -> Result<CircuitBreaker<C>, ConfigError> {
+        self.build_reporting_as(Some(base))
+    }
+
+    /// The gauge of tracked keys of the keyed breaker `base`, when metrics are on.
+    #[cfg(feature = "prometheus")]
+    pub(crate) fn tracked_keys_gauge(&self, base: &str) -> Option<prometheus::IntGauge> {
+        self.metrics.as_ref().map(|m| m.tracked_keys(base))
+    }
+
+    #[cfg_attr(not(feature = "prometheus"), allow(unused_variables))]
+    fn build_reporting_as(self, member_of: Option<&str>) -> Result<CircuitBreaker<C>, ConfigError> {
         let config = self.validate()?;
         #[cfg(feature = "prometheus")]
-        let metrics = self.metrics.as_ref().map(|m| m.handles(&config.name));
+        let metrics = self.metrics.as_ref().map(|m| match member_of {
+            Some(base) => m.member_handles(base),
+            None => m.handles(&config.name),
+        });
         Ok(CircuitBreaker::from_parts(
             config,
             self.clock,

@@ -42,7 +42,6 @@ use tower_layer::{Layer, Stack};
 use tower_service::Service;
 
 use crate::classify::{Classification, Classify};
-use crate::clock::Clock;
 use crate::{BreakerError, CircuitBreakerLayer, Rejected};
 
 /// Classifies HTTP responses: 5xx fails (honouring `Retry-After`), the rest succeeds.
@@ -168,13 +167,13 @@ where
     }
 }
 
-impl<K, C: Clock> CircuitBreakerLayer<K, C> {
+impl<B: Clone, KF: Clone, K> CircuitBreakerLayer<B, KF, K> {
     /// This layer for HTTP services: responses classified by [`ServerErrorsAsFailures`],
     /// refusals answered with `503` by [`ServiceUnavailableLayer`]. The resulting service
     /// has the inner service's error type, so it drops into axum as is.
     pub fn into_http(
         self,
-    ) -> Stack<CircuitBreakerLayer<ServerErrorsAsFailures, C>, ServiceUnavailableLayer> {
+    ) -> Stack<CircuitBreakerLayer<B, KF, ServerErrorsAsFailures>, ServiceUnavailableLayer> {
         Stack::new(
             self.classify(ServerErrorsAsFailures),
             ServiceUnavailableLayer,

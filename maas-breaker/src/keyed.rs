@@ -12,19 +12,13 @@ use std::hash::Hash;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hashbrown::HashMap;
-use tower_layer::Layer;
-use tower_service::Service;
 
-use crate::breaker::Ticket;
-use crate::classify::{Classify, ErrorsAreFailures};
 use crate::clock::{Clock, MonotonicClock, nanos};
 use crate::config::CircuitBreakerBuilder;
-use crate::layer::{Recorder, Release, ResponseFuture};
-use crate::{BreakerError, CircuitBreaker, ConfigError};
+use crate::{CircuitBreaker, ConfigError};
 
 struct Entry<C: Clock> {
     breaker: CircuitBreaker<C>,
@@ -47,7 +41,31 @@ struct Entry<C: Clock> {
 /// assert_eq!(per_model.get("llama").name(), "model:llama");
 /// # Ok::<(), maas_breaker::ConfigError>(())
 /// ```
+///
+/// Cheap to clone: clones share the breakers (hand one to a
+/// [`CircuitBreakerLayer`](crate::CircuitBreakerLayer) and keep one to inspect them).
 pub struct KeyedCircuitBreaker<K, C: Clock = MonotonicClock> {
+    inner: Arc<Keyed<K, C>>,
+}
+
+impl<K, C: Clock> Clone for KeyedCircuitBreaker<K, C> {
+    fn clone(&self) -> Self {
+        KeyedCircuitBreaker {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<K, C: Clock> std::fmt::Debug for KeyedCircuitBreaker<K, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedCircuitBreaker")
+            .field("name", &self.inner.base)
+            .field("max_keys", &self.inner.max_keys)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Keyed<K, C: Clock> {
     template: CircuitBreakerBuilder<C>,
     base: String,
     breakers: RwLock<HashMap<K, Entry<C>, foldhash::fast::RandomState>>,
@@ -55,6 +73,8 @@ pub struct KeyedCircuitBreaker<K, C: Clock = MonotonicClock> {
     idle_timeout: u64,
     overflow: CircuitBreaker<C>,
     clock: C,
+    #[cfg(feature = "prometheus")]
+    tracked: Option<prometheus::IntGauge>,
 }
 
 /// Configures a [`KeyedCircuitBreaker`].
@@ -102,21 +122,30 @@ impl<K, C: Clock + Clone> KeyedCircuitBreakerBuilder<K, C> {
             return Err(ConfigError::ZeroMaxKeys);
         }
         let base = self.template.current_name().to_owned();
-        let overflow = self.template.named(format!("{base}:overflow")).build()?;
+        let overflow = self
+            .template
+            .named(format!("{base}:overflow"))
+            .build_member(&base)?;
         let clock = overflow.clock().clone();
+        #[cfg(feature = "prometheus")]
+        let tracked = self.template.tracked_keys_gauge(&base);
         Ok(KeyedCircuitBreaker {
-            template: self.template,
-            base,
-            breakers: RwLock::new(HashMap::default()),
-            max_keys: self.max_keys,
-            idle_timeout: nanos(self.idle_timeout),
-            overflow,
-            clock,
+            inner: Arc::new(Keyed {
+                template: self.template,
+                base,
+                breakers: RwLock::new(HashMap::default()),
+                max_keys: self.max_keys,
+                idle_timeout: nanos(self.idle_timeout),
+                overflow,
+                clock,
+                #[cfg(feature = "prometheus")]
+                tracked,
+            }),
         })
     }
 }
 
-impl<K: Hash + Eq + Display, C: Clock + Clone> KeyedCircuitBreaker<K, C> {
+impl<K: Hash + Eq + Display, C: Clock + Clone> Keyed<K, C> {
     /// The breaker for `key`, created on first use. When `max_keys` breakers exist and
     /// none can be forgotten, the shared overflow breaker.
     pub fn get<Q>(&self, key: &Q) -> CircuitBreaker<C>
@@ -154,6 +183,7 @@ impl<K: Hash + Eq + Display, C: Clock + Clone> KeyedCircuitBreaker<K, C> {
                 last_used: AtomicU64::new(now),
             },
         );
+        self.report_len(map.len());
         breaker
     }
 
@@ -161,7 +191,7 @@ impl<K: Hash + Eq + Display, C: Clock + Clone> KeyedCircuitBreaker<K, C> {
         // The template was validated in build(); renaming cannot invalidate it.
         self.template
             .named(format!("{}:{key}", self.base))
-            .build()
+            .build_member(&self.base)
             .unwrap_or_else(|_| self.overflow.clone())
     }
 
@@ -173,9 +203,22 @@ impl<K: Hash + Eq + Display, C: Clock + Clone> KeyedCircuitBreaker<K, C> {
         let before = map.len();
         map.retain(|_, e| {
             let idle = now.saturating_sub(e.last_used.load(Ordering::Relaxed)) >= self.idle_timeout;
-            !(idle && e.breaker.is_evictable())
+            let evict = idle && e.breaker.is_evictable();
+            if evict {
+                e.breaker.forget_metrics();
+            }
+            !evict
         });
+        self.report_len(map.len());
         before - map.len()
+    }
+
+    #[cfg_attr(not(feature = "prometheus"), allow(unused_variables))]
+    fn report_len(&self, len: usize) {
+        #[cfg(feature = "prometheus")]
+        if let Some(g) = &self.tracked {
+            g.set(i64::try_from(len).unwrap_or(i64::MAX));
+        }
     }
 
     /// Forgets every breaker idle for `idle_timeout` that holds nothing worth keeping;
@@ -197,168 +240,38 @@ impl<K: Hash + Eq + Display, C: Clock + Clone> KeyedCircuitBreaker<K, C> {
             .unwrap_or_else(PoisonError::into_inner)
             .len()
     }
+}
+
+impl<K: Hash + Eq + Display, C: Clock + Clone> KeyedCircuitBreaker<K, C> {
+    /// The breaker for `key`, created on first use. When `max_keys` breakers exist and
+    /// none can be forgotten, the shared overflow breaker.
+    pub fn get<Q>(&self, key: &Q) -> CircuitBreaker<C>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        self.inner.get(key)
+    }
+
+    /// Forgets every breaker idle for `idle_timeout` that holds nothing worth keeping;
+    /// returns how many. Call it periodically to keep memory low; new keys also trigger it
+    /// when the bound is reached.
+    pub fn evict_idle(&self) -> usize {
+        self.inner.evict_idle()
+    }
+
+    /// Number of keys with a breaker now.
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
 
     /// Whether no key has a breaker.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.inner.len() == 0
     }
 
     /// The breaker new keys share when the bound is reached.
     pub fn overflow(&self) -> &CircuitBreaker<C> {
-        &self.overflow
-    }
-}
-
-/// A tower layer with a breaker per key of the request.
-///
-/// ```
-/// use maas_breaker::{CircuitBreaker, KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
-/// use tower::{ServiceBuilder, service_fn};
-///
-/// # fn main() -> Result<(), maas_breaker::ConfigError> {
-/// let breakers = KeyedCircuitBreaker::<String>::builder(CircuitBreaker::builder().name("model")).build()?;
-/// // Requests are (model, prompt); each model gets its own breaker.
-/// let svc = ServiceBuilder::new()
-///     .layer(KeyedCircuitBreakerLayer::new(breakers, |req: &(String, String)| req.0.clone()))
-///     .service(service_fn(|(_, prompt): (String, String)| async move { Ok::<_, std::io::Error>(prompt) }));
-/// # let _ = svc; Ok(()) }
-/// ```
-pub struct KeyedCircuitBreakerLayer<K, F, Cl = ErrorsAreFailures, C: Clock = MonotonicClock> {
-    shared: Arc<KeyedShared<K, F, C>>,
-    classify: Arc<Cl>,
-}
-
-struct KeyedShared<K, F, C: Clock> {
-    breakers: KeyedCircuitBreaker<K, C>,
-    key: F,
-}
-
-impl<K, F, C: Clock> KeyedCircuitBreakerLayer<K, F, ErrorsAreFailures, C> {
-    /// A layer choosing the breaker by `key(&request)`; `Err` results are failures.
-    pub fn new(breakers: KeyedCircuitBreaker<K, C>, key: F) -> Self {
-        KeyedCircuitBreakerLayer {
-            shared: Arc::new(KeyedShared { breakers, key }),
-            classify: Arc::new(ErrorsAreFailures),
-        }
-    }
-}
-
-impl<K, F, Cl, C: Clock> KeyedCircuitBreakerLayer<K, F, Cl, C> {
-    /// Classifies results with `classify` instead.
-    pub fn classify<Cl2>(self, classify: Cl2) -> KeyedCircuitBreakerLayer<K, F, Cl2, C> {
-        KeyedCircuitBreakerLayer {
-            shared: self.shared,
-            classify: Arc::new(classify),
-        }
-    }
-
-    /// The keyed breakers.
-    pub fn breakers(&self) -> &KeyedCircuitBreaker<K, C> {
-        &self.shared.breakers
-    }
-}
-
-impl<K, F, Cl, C: Clock> Clone for KeyedCircuitBreakerLayer<K, F, Cl, C> {
-    fn clone(&self) -> Self {
-        KeyedCircuitBreakerLayer {
-            shared: self.shared.clone(),
-            classify: self.classify.clone(),
-        }
-    }
-}
-
-impl<K, F, Cl, C: Clock> std::fmt::Debug for KeyedCircuitBreakerLayer<K, F, Cl, C> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyedCircuitBreakerLayer")
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S, K, F, Cl, C: Clock> Layer<S> for KeyedCircuitBreakerLayer<K, F, Cl, C> {
-    type Service = KeyedCircuitBreakerService<S, K, F, Cl, C>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        KeyedCircuitBreakerService {
-            inner,
-            shared: self.shared.clone(),
-            classify: self.classify.clone(),
-        }
-    }
-}
-
-/// The service made by [`KeyedCircuitBreakerLayer`].
-pub struct KeyedCircuitBreakerService<S, K, F, Cl, C: Clock> {
-    inner: S,
-    shared: Arc<KeyedShared<K, F, C>>,
-    classify: Arc<Cl>,
-}
-
-impl<S: Clone, K, F, Cl, C: Clock> Clone for KeyedCircuitBreakerService<S, K, F, Cl, C> {
-    fn clone(&self) -> Self {
-        KeyedCircuitBreakerService {
-            inner: self.inner.clone(),
-            shared: self.shared.clone(),
-            classify: self.classify.clone(),
-        }
-    }
-}
-
-impl<S, K, F, Cl, C: Clock> std::fmt::Debug for KeyedCircuitBreakerService<S, K, F, Cl, C> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyedCircuitBreakerService")
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S, K, F, Cl, C, R> Service<R> for KeyedCircuitBreakerService<S, K, F, Cl, C>
-where
-    S: Service<R>,
-    K: Hash + Eq + Display + Clone,
-    F: Fn(&R) -> K,
-    Cl: Classify<S::Response, S::Error>,
-    C: Clock + Clone,
-{
-    type Response = S::Response;
-    type Error = BreakerError<S::Error>;
-    type Future = ResponseFuture<S::Future, KeyedRecorder<Cl, C>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(BreakerError::Service)
-    }
-
-    fn call(&mut self, request: R) -> Self::Future {
-        let key = (self.shared.key)(&request);
-        let breaker = self.shared.breakers.get(&key);
-        match breaker.acquire_ticket() {
-            Ok(ticket) => ResponseFuture::called(
-                self.inner.call(request),
-                KeyedRecorder {
-                    breaker,
-                    classify: self.classify.clone(),
-                },
-                ticket,
-            ),
-            Err(rejected) => ResponseFuture::rejected(rejected),
-        }
-    }
-}
-
-/// What a keyed call's future needs to record its result: the key's breaker and the
-/// classifier.
-pub struct KeyedRecorder<Cl, C: Clock> {
-    breaker: CircuitBreaker<C>,
-    classify: Arc<Cl>,
-}
-
-impl<Cl, C: Clock> Release for KeyedRecorder<Cl, C> {
-    fn release(&self, ticket: Ticket) {
-        self.breaker.release_ticket(ticket);
-    }
-}
-
-impl<Cl: Classify<T, E>, C: Clock, T, E> Recorder<T, E> for KeyedRecorder<Cl, C> {
-    fn complete(&self, ticket: Ticket, result: &Result<T, E>) {
-        self.breaker
-            .complete_ticket(ticket, self.classify.classify(result));
+        &self.inner.overflow
     }
 }

@@ -23,8 +23,9 @@
 //! * **Classification** as its own trait ([`classify`]): errors are failures by default;
 //!   choose which responses fail and which errors to ignore; latency feeds the slow-call rate.
 //! * **Tower**: [`CircuitBreakerLayer`] fails fast with a typed [`Rejected`] carrying the
-//!   remaining open time; [`KeyedCircuitBreakerLayer`] keeps a breaker per endpoint, model
-//!   or tenant; [`FallbackLayer`] turns rejections into a degraded answer.
+//!   remaining open time — over one breaker, or with a [`key`](CircuitBreakerLayer::key)
+//!   extractor over a [`KeyedCircuitBreaker`] (a breaker per endpoint, model or tenant);
+//!   [`FallbackLayer`] turns rejections into a degraded answer.
 //!
 //! # Example
 //!
@@ -73,6 +74,7 @@ pub mod keyed;
 mod layer;
 #[cfg(feature = "prometheus")]
 pub mod metrics;
+mod policy;
 mod state;
 mod window;
 
@@ -81,8 +83,11 @@ pub use classify::{Classification, Classify, Outcome};
 pub use config::CircuitBreakerBuilder;
 pub use error::{BreakerError, ConfigError, Rejected};
 pub use fallback::{FallbackLayer, fallback_fn};
-pub use keyed::{KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
-pub use layer::{CircuitBreakerLayer, CircuitBreakerService, ResponseFuture};
+pub use keyed::KeyedCircuitBreaker;
+pub use layer::{
+    BreakerSource, CallRecorder, CircuitBreakerLayer, CircuitBreakerService, KeyExtractor, NoKey,
+    ResponseFuture,
+};
 pub use state::BreakerState;
 pub use window::{Snapshot, Window};
 

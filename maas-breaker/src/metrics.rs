@@ -7,6 +7,14 @@
 //! | `maas_breaker_slow_calls_total` | counter | `breaker` |
 //! | `maas_breaker_rejections_total` | counter | `breaker` |
 //! | `maas_breaker_transitions_total` | counter | `breaker`, `from`, `to` |
+//! | `maas_breaker_keys` | gauge: a keyed breaker's keys in each state | `breaker`, `state` |
+//! | `maas_breaker_tracked_keys` | gauge: a keyed breaker's keys | `breaker` |
+//!
+//! A [`KeyedCircuitBreaker`](crate::KeyedCircuitBreaker) reports all its keys under its own
+//! name: the counters add up over keys, `maas_breaker_keys` counts keys per state (instead
+//! of a `maas_breaker_state` series per key), and `maas_breaker_tracked_keys` how many it
+//! holds. No label carries a key, so 100,000 keys make no more series than one; an
+//! evicted key leaves nothing behind.
 //!
 //! ```
 //! use maas_breaker::CircuitBreaker;
@@ -18,6 +26,8 @@
 //! let _ = breaker.call(|| Ok::<_, ()>(()));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
@@ -31,13 +41,28 @@ pub struct BreakerMetrics {
     slow: IntCounterVec,
     rejections: IntCounterVec,
     transitions: IntCounterVec,
+    keys: IntGaugeVec,
+    tracked: IntGaugeVec,
+}
+
+/// How a breaker reports its state.
+#[derive(Debug)]
+enum StateReport {
+    /// A breaker of its own: `maas_breaker_state{breaker}`.
+    Gauge(IntGauge),
+    /// One key of a keyed breaker: counted in `maas_breaker_keys{breaker, state}` until
+    /// the key is evicted.
+    Census {
+        keys: IntGaugeVec,
+        forgotten: AtomicBool,
+    },
 }
 
 /// One breaker's resolved metric handles.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Handles {
     name: String,
-    state: IntGauge,
+    state: StateReport,
     success: IntCounter,
     failure: IntCounter,
     ignored: IntCounter,
@@ -85,19 +110,58 @@ impl BreakerMetrics {
                 ),
                 &["breaker", "from", "to"],
             )?,
+            keys: IntGaugeVec::new(
+                Opts::new(
+                    "maas_breaker_keys",
+                    "Keys of a keyed circuit breaker in each state.",
+                ),
+                &["breaker", "state"],
+            )?,
+            tracked: IntGaugeVec::new(
+                Opts::new(
+                    "maas_breaker_tracked_keys",
+                    "Keys a keyed circuit breaker holds a breaker for.",
+                ),
+                &["breaker"],
+            )?,
         };
         registry.register(Box::new(m.state.clone()))?;
         registry.register(Box::new(m.calls.clone()))?;
         registry.register(Box::new(m.slow.clone()))?;
         registry.register(Box::new(m.rejections.clone()))?;
         registry.register(Box::new(m.transitions.clone()))?;
+        registry.register(Box::new(m.keys.clone()))?;
+        registry.register(Box::new(m.tracked.clone()))?;
         Ok(m)
     }
 
     pub(crate) fn handles(&self, name: &str) -> Handles {
+        self.handles_as(
+            name,
+            StateReport::Gauge(self.state.with_label_values(&[name])),
+        )
+    }
+
+    /// Handles for one key of the keyed breaker `base`: everything under `base`.
+    pub(crate) fn member_handles(&self, base: &str) -> Handles {
+        self.handles_as(
+            base,
+            StateReport::Census {
+                keys: self.keys.clone(),
+                forgotten: AtomicBool::new(false),
+            },
+        )
+    }
+
+    /// The gauge of how many keys the keyed breaker `base` holds.
+    pub(crate) fn tracked_keys(&self, base: &str) -> IntGauge {
+        self.tracked.with_label_values(&[base])
+    }
+
+    fn handles_as(&self, name: &str, state: StateReport) -> Handles {
         Handles {
             name: name.to_owned(),
-            state: self.state.with_label_values(&[name]),
+            state,
             success: self.calls.with_label_values(&[name, "success"]),
             failure: self.calls.with_label_values(&[name, "failure"]),
             ignored: self.calls.with_label_values(&[name, "ignored"]),
@@ -125,12 +189,37 @@ impl Handles {
         self.rejections.inc();
     }
 
+    /// A new breaker starts in `state`.
     pub(crate) fn set_state(&self, state: BreakerState) {
-        self.state.set(i64::from(state.code()));
+        match &self.state {
+            StateReport::Gauge(g) => g.set(i64::from(state.code())),
+            StateReport::Census { keys, forgotten } => {
+                if !forgotten.load(Ordering::Acquire) {
+                    keys.with_label_values(&[&self.name, state.as_str()]).inc();
+                }
+            }
+        }
+    }
+
+    /// The key this breaker serves was evicted while in `state`: it counts no more.
+    pub(crate) fn forget(&self, state: BreakerState) {
+        if let StateReport::Census { keys, forgotten } = &self.state
+            && !forgotten.swap(true, Ordering::AcqRel)
+        {
+            keys.with_label_values(&[&self.name, state.as_str()]).dec();
+        }
     }
 
     pub(crate) fn transition(&self, from: BreakerState, to: BreakerState) {
-        self.set_state(to);
+        match &self.state {
+            StateReport::Gauge(g) => g.set(i64::from(to.code())),
+            StateReport::Census { keys, forgotten } => {
+                if !forgotten.load(Ordering::Acquire) {
+                    keys.with_label_values(&[&self.name, from.as_str()]).dec();
+                    keys.with_label_values(&[&self.name, to.as_str()]).inc();
+                }
+            }
+        }
         self.transitions
             .with_label_values(&[&self.name, from.as_str(), to.as_str()])
             .inc();

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use maas_breaker::clock::ManualClock;
 use maas_breaker::{
-    BreakerState, CircuitBreaker, ConfigError, KeyedCircuitBreaker, KeyedCircuitBreakerLayer,
+    BreakerState, CircuitBreaker, CircuitBreakerLayer, ConfigError, KeyedCircuitBreaker,
 };
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -82,11 +82,11 @@ fn an_open_breaker_within_its_wait_is_never_evicted() {
 #[tokio::test]
 async fn keyed_layer_isolates_keys() {
     let clock = ManualClock::new();
-    let svc =
-        KeyedCircuitBreakerLayer::new(keyed(&clock, 10), |req: &(String, bool)| req.0.clone())
-            .layer(service_fn(|(_, ok): (String, bool)| async move {
-                if ok { Ok(()) } else { Err("boom") }
-            }));
+    let svc = CircuitBreakerLayer::new(keyed(&clock, 10))
+        .key(|req: &(String, bool)| req.0.clone())
+        .layer(service_fn(|(_, ok): (String, bool)| async move {
+            if ok { Ok(()) } else { Err("boom") }
+        }));
     let call = |key: &str, ok: bool| {
         let mut svc = svc.clone();
         let req = (key.to_owned(), ok);
