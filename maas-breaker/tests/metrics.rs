@@ -121,8 +121,13 @@ fn a_keyed_breaker_over_100_000_keys_keeps_a_bounded_number_of_series() {
         .sum();
     // The overflow breaker is counted too.
     assert_eq!(by_state, held + 1.0, "{large}");
-    let calls = value(&large, "maas_breaker_calls_total{breaker=\"model\",outcome=\"success\"}")
-        + value(&large, "maas_breaker_calls_total{breaker=\"model\",outcome=\"failure\"}");
+    let calls = value(
+        &large,
+        "maas_breaker_calls_total{breaker=\"model\",outcome=\"success\"}",
+    ) + value(
+        &large,
+        "maas_breaker_calls_total{breaker=\"model\",outcome=\"failure\"}",
+    );
     let rejected = large
         .lines()
         .find(|l| l.starts_with("maas_breaker_rejections_total{breaker=\"model\"}"))

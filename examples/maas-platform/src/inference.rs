@@ -10,8 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use maas_breaker::{BreakerError, CircuitBreaker, Window};
+use maas_breaker::{
+    BreakerError, CircuitBreaker, CircuitBreakerLayer, FallbackLayer, Window, fallback_fn,
+};
 use serde::Serialize;
+use tower::util::BoxCloneSyncService;
+use tower::{ServiceBuilder, ServiceExt};
 
 /// The simulated backend's failure.
 #[derive(Debug, thiserror::Error)]
@@ -32,11 +36,16 @@ pub struct Answer {
     pub reason: Option<String>,
 }
 
-/// The backend and the breaker in front of it.
+/// A request to the backend: model and prompt.
+type Ask = (String, String);
+
+/// The backend and the breaker in front of it, as one tower service:
+/// `FallbackLayer` → `CircuitBreakerLayer` → the backend.
 #[derive(Clone)]
 pub struct Inference {
     breaker: CircuitBreaker,
     healthy: Arc<AtomicBool>,
+    service: BoxCloneSyncService<Ask, Answer, BreakerError<BackendDown>>,
 }
 
 impl Inference {
@@ -54,9 +63,47 @@ impl Inference {
             .open_wait(open_for)
             .metrics(metrics)
             .build()?;
+        let healthy = Arc::new(AtomicBool::new(true));
+        let backend = {
+            let healthy = healthy.clone();
+            tower::service_fn(move |(model, prompt): Ask| {
+                let healthy = healthy.load(Ordering::Acquire);
+                async move {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    if healthy {
+                        Ok(Answer {
+                            output: format!(
+                                "{model} says: {}",
+                                prompt.chars().rev().collect::<String>()
+                            ),
+                            model,
+                            degraded: false,
+                            reason: None,
+                        })
+                    } else {
+                        Err(BackendDown)
+                    }
+                }
+            })
+        };
+        // Degrade on a refusal and on a backend failure alike: a small fallback model
+        // answers, and the answer says why.
+        let fallback = fallback_fn(
+            |(model, prompt): Ask, e: BreakerError<BackendDown>| async move {
+                Ok::<_, BreakerError<BackendDown>>(degraded(model, &prompt, &e))
+            },
+        );
+        let service = ServiceBuilder::new()
+            .layer(
+                FallbackLayer::new(|ask: &Ask| ask.clone(), fallback)
+                    .when(|_: &BreakerError<BackendDown>| true),
+            )
+            .layer(CircuitBreakerLayer::new(breaker.clone()))
+            .service(backend);
         Ok(Inference {
             breaker,
-            healthy: Arc::new(AtomicBool::new(true)),
+            healthy,
+            service: BoxCloneSyncService::new(service),
         })
     }
 
@@ -71,38 +118,34 @@ impl Inference {
     }
 
     /// Answers `prompt` with `model`, or degrades.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future cancels the call; the breaker records nothing for it.
     pub async fn infer(&self, model: &str, prompt: &str) -> Answer {
-        let healthy = self.healthy.load(Ordering::Acquire);
-        let call = async {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            if healthy {
-                Ok(format!(
-                    "{model} says: {}",
-                    prompt.chars().rev().collect::<String>()
-                ))
-            } else {
-                Err(BackendDown)
-            }
-        };
-        match self.breaker.call_async(call).await {
-            Ok(output) => Answer {
-                model: model.to_owned(),
-                output,
-                degraded: false,
-                reason: None,
-            },
-            Err(e) => {
-                let reason = match &e {
-                    BreakerError::Rejected(_) => "circuit open".to_owned(),
-                    BreakerError::Service(err) => err.to_string(),
-                };
-                Answer {
-                    model: model.to_owned(),
-                    output: format!("(fallback model) {prompt}"),
-                    degraded: true,
-                    reason: Some(reason),
-                }
-            }
+        match self
+            .service
+            .clone()
+            .oneshot((model.to_owned(), prompt.to_owned()))
+            .await
+        {
+            Ok(answer) => answer,
+            // The fallback answers every error; this only keeps the function total.
+            Err(e) => degraded(model.to_owned(), prompt, &e),
         }
+    }
+}
+
+/// The fallback model's answer, saying why it answered.
+fn degraded(model: String, prompt: &str, e: &BreakerError<BackendDown>) -> Answer {
+    let reason = match e {
+        BreakerError::Rejected(_) => "circuit open".to_owned(),
+        BreakerError::Service(err) => err.to_string(),
+    };
+    Answer {
+        model,
+        output: format!("(fallback model) {prompt}"),
+        degraded: true,
+        reason: Some(reason),
     }
 }

@@ -58,33 +58,36 @@ pub enum PlatformError {
         source: std::io::Error,
     },
     /// The application database.
-    #[error("application database: {0}")]
-    Database(String),
+    #[error("application database")]
+    Database(#[source] BoxError),
     /// The saga engine or its store.
-    #[error("saga engine: {0}")]
-    Saga(String),
+    #[error("saga engine")]
+    Saga(#[source] BoxError),
     /// The broker.
-    #[error("queue: {0}")]
-    Queue(String),
+    #[error("queue")]
+    Queue(#[source] BoxError),
     /// A metric could not be registered.
-    #[error("metrics: {0}")]
-    Metrics(String),
+    #[error("metrics")]
+    Metrics(#[source] BoxError),
 }
 
-fn db_err(e: impl std::fmt::Display) -> PlatformError {
-    PlatformError::Database(e.to_string())
+/// An error kept as the source of a [`PlatformError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn db_err(e: impl Into<BoxError>) -> PlatformError {
+    PlatformError::Database(e.into())
 }
 
-fn saga_err(e: impl std::fmt::Display) -> PlatformError {
-    PlatformError::Saga(e.to_string())
+fn saga_err(e: impl Into<BoxError>) -> PlatformError {
+    PlatformError::Saga(e.into())
 }
 
-fn queue_err(e: impl std::fmt::Display) -> PlatformError {
-    PlatformError::Queue(e.to_string())
+fn queue_err(e: impl Into<BoxError>) -> PlatformError {
+    PlatformError::Queue(e.into())
 }
 
-fn metrics_err(e: impl std::fmt::Display) -> PlatformError {
-    PlatformError::Metrics(e.to_string())
+fn metrics_err(e: impl Into<BoxError>) -> PlatformError {
+    PlatformError::Metrics(e.into())
 }
 
 /// The running platform.

@@ -7,7 +7,25 @@ use maas_platform::{Config, Platform};
 use maas_telemetry::{LogFormat, Telemetry};
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole chain: "saga engine: saga store: db error: connection refused".
+            let mut message = e.to_string();
+            let mut source = e.source();
+            while let Some(s) = source {
+                message.push_str(": ");
+                message.push_str(&s.to_string());
+                source = s.source();
+            }
+            eprintln!("maas-platform: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let telemetry = Telemetry::builder()
         .service_name("maas-platform")
         .log_format(LogFormat::Json)
