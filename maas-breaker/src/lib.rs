@@ -54,8 +54,10 @@
 //!
 //! * `http` — [`http`]: classify HTTP responses (5xx fail, honour `Retry-After`) and answer
 //!   `503 Service Unavailable` with `Retry-After` and a JSON body when the breaker is open.
+//! * `grpc` — [`grpc`]: classify gRPC calls by `grpc-status` (headers or trailers) and
+//!   answer `UNAVAILABLE` when the breaker is open (`CircuitBreakerLayer::into_grpc`).
 //! * `prometheus` — [`metrics::BreakerMetrics`]: state gauge, calls by outcome, rejections
-//!   and transitions, per breaker name.
+//!   and transitions, per breaker name (a keyed breaker's keys under one name).
 //!
 //! Events — transitions and rejections — go to subscribers
 //! ([`CircuitBreakerBuilder::on_event`]) and to `tracing` (target `maas_breaker`).
@@ -68,6 +70,8 @@ mod config;
 mod error;
 pub mod events;
 pub mod fallback;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod keyed;

@@ -12,7 +12,9 @@
 //! * **metrics**: [`HttpMetricsLayer`] records `http_requests_total`,
 //!   `http_request_duration_seconds` (a real histogram with explicit buckets) and
 //!   `http_requests_in_flight`, labelled by route template, never raw path;
-//!   [`metrics_router`] serves a Prometheus registry at `/metrics` in the text format.
+//!   [`metrics_router`] serves a Prometheus registry at `/metrics` in the text format;
+//!   [`GrpcMetricsLayer`] records gRPC calls by method and `grpc-status` (headers or
+//!   trailers), which the HTTP layer would count as `200`.
 //!
 //! The exporter runs on a small runtime of its own, so the [`Telemetry`] guard flushes and
 //! shuts down on drop without hanging, whatever runtime the application uses; an unreachable
@@ -48,6 +50,7 @@
 
 mod error;
 mod exporter;
+pub mod grpc_metrics;
 mod http_metrics;
 mod json_log;
 mod metrics_route;
@@ -56,6 +59,7 @@ mod telemetry;
 mod trace_layer;
 
 pub use error::TelemetryError;
+pub use grpc_metrics::{GrpcMetrics, GrpcMetricsLayer};
 pub use http_metrics::{
     DEFAULT_BUCKETS, HttpMetrics, HttpMetricsBuilder, HttpMetricsLayer, MetricsResponse,
     RouteTemplate, UNMATCHED,

@@ -177,6 +177,12 @@ impl<B, KF, K> CircuitBreakerLayer<B, KF, K> {
     pub fn source(&self) -> &B {
         &self.shared.source
     }
+
+    /// The key extractor.
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))]
+    pub(crate) fn key_extractor(&self) -> &KF {
+        &self.shared.key
+    }
 }
 
 impl<C: crate::clock::Clock, KF, K> CircuitBreakerLayer<CircuitBreaker<C>, KF, K> {
