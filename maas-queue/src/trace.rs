@@ -3,8 +3,26 @@
 //! The producer adds a `traceparent` header to every record that has none — a fresh trace,
 //! or the one the caller set with [`Record::header`](crate::Record::header) (for instance
 //! from the incoming HTTP request, with `maas-telemetry`'s propagation helpers). The
-//! consumer runs each handler call inside a `tracing` span carrying that `traceparent`, so
-//! the work on both sides of the queue belongs to one trace.
+//! consumer runs each handler call inside a `queue_message` span that records that
+//! `traceparent`; with
+//! [`GroupConsumerBuilder::trace_context`](crate::GroupConsumerBuilder::trace_context) the
+//! span *continues* the record's trace, so the handler's spans, the retries and the move to a
+//! retry topic or the dead-letter queue belong to the producer's trace. (`maas-queue` does
+//! not depend on OpenTelemetry; the hook is where an application plugs it in.)
+
+/// A function that continues a span in the trace of a `traceparent`.
+type ContinueFn = dyn Fn(&tracing::Span, &str) + Send + Sync;
+
+/// Continues a span in the trace of a `traceparent`; see
+/// [`GroupConsumerBuilder::trace_context`](crate::GroupConsumerBuilder::trace_context).
+#[derive(Clone)]
+pub(crate) struct TraceContext(pub(crate) std::sync::Arc<ContinueFn>);
+
+impl std::fmt::Debug for TraceContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TraceContext(..)")
+    }
+}
 
 /// The header name.
 pub const TRACEPARENT: &str = "traceparent";

@@ -35,6 +35,9 @@ pub enum DefinitionError {
     /// The step dependencies form a cycle.
     #[error("the step dependencies form a cycle through `{0}`")]
     Cycle(String),
+    /// A `traceparent` that is not a W3C version-00 one (`00-<32 hex>-<16 hex>-<2 hex>`).
+    #[error("`{0}` is not a W3C traceparent")]
+    InvalidTraceparent(String),
     /// A zero timeout, TTL or deadline.
     #[error("{0} must be longer than zero")]
     ZeroDuration(String),
@@ -141,6 +144,9 @@ pub struct Saga {
     pub(crate) steps: Vec<Step>,
     #[serde(default, with = "opt_millis")]
     pub(crate) deadline: Option<Duration>,
+    /// The caller's trace, continued by the saga's participant calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) traceparent: Option<String>,
     /// Dependencies by index, resolved at build.
     #[serde(skip)]
     pub(crate) deps: Vec<Vec<usize>>,
@@ -152,6 +158,7 @@ pub struct SagaBuilder {
     name: String,
     steps: Vec<Step>,
     deadline: Option<Duration>,
+    traceparent: Option<String>,
 }
 
 impl Saga {
@@ -161,6 +168,7 @@ impl Saga {
             name: name.into(),
             steps: Vec::new(),
             deadline: None,
+            traceparent: None,
         }
     }
 
@@ -196,8 +204,17 @@ impl SagaBuilder {
         self
     }
 
+    /// Continues the caller's trace (a W3C `traceparent`, e.g. `maas-telemetry`'s
+    /// `propagation::current_traceparent()`): every participant call carries a
+    /// `traceparent` in that trace, also after a crash and recovery — the trace is stored
+    /// with the intent. Without it the trace id is derived from the saga id.
+    pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.traceparent = Some(traceparent.into());
+        self
+    }
+
     /// Validates the saga: a name, at least one step, unique step names, known and acyclic
-    /// dependencies, non-zero timeouts and attempts.
+    /// dependencies, non-zero timeouts and attempts, a well-formed `traceparent`.
     pub fn build(self) -> Result<Saga, DefinitionError> {
         if self.name.trim().is_empty() {
             return Err(DefinitionError::EmptyName);
@@ -212,13 +229,33 @@ impl SagaBuilder {
             )));
         }
         check_steps(&self.steps)?;
+        check_traceparent(self.traceparent.as_deref())?;
         Saga {
             name: self.name,
             steps: self.steps,
             deadline: self.deadline.map(crate::duration::clamp),
+            traceparent: self.traceparent,
             deps: Vec::new(),
         }
         .resolve()
+    }
+}
+
+/// A version-00 W3C `traceparent`: `00-<32 hex, not all zero>-<16 hex, not all zero>-<2 hex>`.
+pub(crate) fn is_traceparent(tp: &str) -> bool {
+    let parts: Vec<&str> = tp.split('-').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    matches!(parts.as_slice(), [v, t, s, f]
+        if *v == "00" && hex(t, 32) && nonzero(t) && hex(s, 16) && nonzero(s) && hex(f, 2))
+}
+
+fn check_traceparent(tp: Option<&str>) -> Result<(), DefinitionError> {
+    match tp {
+        Some(tp) if !is_traceparent(tp) => Err(DefinitionError::InvalidTraceparent(
+            tp.chars().take(64).collect(),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -318,6 +355,9 @@ pub struct Tcc {
     pub(crate) branches: Vec<Step>,
     #[serde(with = "millis")]
     pub(crate) ttl: Duration,
+    /// The caller's trace, continued by the transaction's participant calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) traceparent: Option<String>,
 }
 
 /// Builds a [`Tcc`].
@@ -326,6 +366,7 @@ pub struct TccBuilder {
     name: String,
     branches: Vec<Step>,
     ttl: Duration,
+    traceparent: Option<String>,
 }
 
 impl Tcc {
@@ -335,6 +376,7 @@ impl Tcc {
             name: name.into(),
             branches: Vec::new(),
             ttl: Duration::from_secs(30),
+            traceparent: None,
         }
     }
 
@@ -368,6 +410,12 @@ impl TccBuilder {
         self
     }
 
+    /// Continues the caller's trace; see [`SagaBuilder::traceparent`].
+    pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.traceparent = Some(traceparent.into());
+        self
+    }
+
     /// Validates the transaction.
     pub fn build(self) -> Result<Tcc, DefinitionError> {
         if self.name.trim().is_empty() {
@@ -383,10 +431,12 @@ impl TccBuilder {
             )));
         }
         check_steps(&self.branches)?;
+        check_traceparent(self.traceparent.as_deref())?;
         Ok(Tcc {
             name: self.name,
             branches: self.branches,
             ttl: crate::duration::clamp(self.ttl),
+            traceparent: self.traceparent,
         })
     }
 }
@@ -442,6 +492,14 @@ impl Transaction {
         match self {
             Transaction::Saga(s) => &s.steps,
             Transaction::Tcc(t) => &t.branches,
+        }
+    }
+
+    /// The caller's `traceparent` it continues, if one was given.
+    pub fn traceparent(&self) -> Option<&str> {
+        match self {
+            Transaction::Saga(s) => s.traceparent.as_deref(),
+            Transaction::Tcc(t) => t.traceparent.as_deref(),
         }
     }
 

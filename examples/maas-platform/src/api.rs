@@ -160,9 +160,14 @@ async fn upload(
     let tenant = tenant(&headers);
     let id = format!("m-{:016x}", fastrand::u64(..));
     let payload = json!({ "model": id, "name": name, "tenant": tenant, "cost": s.build_cost });
-    let saga = Saga::builder("create-model")
+    let mut saga = Saga::builder("create-model")
         .step(Step::new("register-model", "models").payload(payload.clone()))
-        .step(Step::new("deduct-quota", "billing").payload(payload))
+        .step(Step::new("deduct-quota", "billing").payload(payload));
+    // The saga (and its recovery after a crash) continues the request's trace.
+    if let Some(tp) = maas_telemetry::propagation::current_traceparent() {
+        saga = saga.traceparent(tp);
+    }
+    let saga = saga
         .build()
         .map_err(|e| unavailable("building the saga", e))?;
     let outcome = s

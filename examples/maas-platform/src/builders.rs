@@ -58,17 +58,26 @@ impl Builder {
             .key_parallelism(4)
             .failure_policy(FailurePolicy::default().retries(2, Duration::from_millis(50)))
             .metrics(metrics)
+            // The build joins the trace of the upload that queued it: the consumer's record
+            // span continues the record's traceparent, and build_model is its child.
+            .trace_context(crate::continue_trace)
             .build()?;
         Ok(consumer.start(service_fn(move |m: Message| {
             let this = this.clone();
-            // The build joins the trace of the upload that queued it.
-            let span =
-                tracing::info_span!("build_model", partition = m.partition, offset = m.offset);
-            if let Some(tp) = m.header_str("traceparent") {
-                let upload = maas_telemetry::propagation::extract_pairs([("traceparent", tp)]);
-                maas_telemetry::propagation::continue_trace(&span, upload);
+            let span = tracing::info_span!(
+                "build_model",
+                partition = m.partition,
+                offset = m.offset,
+                otel.status_code = tracing::field::Empty,
+            );
+            async move {
+                let built = this.build(m).await;
+                if built.is_err() {
+                    tracing::Span::current().record("otel.status_code", "error");
+                }
+                built
             }
-            async move { this.build(m).await }.instrument(span)
+            .instrument(span)
         })))
     }
 

@@ -74,6 +74,13 @@ pub enum PlatformError {
 /// An error kept as the source of a [`PlatformError`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Continues `span` in the trace of `traceparent`: the hook the saga engine and the
+/// consumers call (they do not depend on OpenTelemetry; `maas-telemetry` does).
+fn continue_trace(span: &tracing::Span, traceparent: &str) {
+    let cx = maas_telemetry::propagation::extract_pairs([("traceparent", traceparent)]);
+    maas_telemetry::propagation::continue_trace(span, cx);
+}
+
 fn db_err(e: impl Into<BoxError>) -> PlatformError {
     PlatformError::Database(e.into())
 }
@@ -152,6 +159,7 @@ impl Platform {
                 .participant("billing", store.billing_participant(config.tenant_quota))
                 .owner(config.instance.clone())
                 .metrics(&saga_metrics)
+                .trace_context(continue_trace)
                 .start()
                 .await
                 .map_err(saga_err)?,

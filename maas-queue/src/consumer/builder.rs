@@ -56,6 +56,7 @@ use crate::{BoxError, Cluster, ConfigError, FailurePolicy, Message, Producer};
 pub struct GroupConsumer {
     cluster: Cluster,
     config: ConsumerConfig,
+    trace_context: Option<crate::trace::TraceContext>,
     #[cfg(feature = "prometheus")]
     metrics: Option<crate::metrics::QueueMetrics>,
 }
@@ -65,6 +66,7 @@ pub struct GroupConsumer {
 pub struct GroupConsumerBuilder {
     cluster: Cluster,
     config: ConsumerConfig,
+    trace_context: Option<crate::trace::TraceContext>,
     #[cfg(feature = "prometheus")]
     metrics: Option<crate::metrics::QueueMetrics>,
 }
@@ -76,6 +78,7 @@ impl GroupConsumer {
     pub fn builder(cluster: impl Into<Cluster>, group: impl Into<String>) -> GroupConsumerBuilder {
         GroupConsumerBuilder {
             cluster: cluster.into(),
+            trace_context: None,
             config: ConsumerConfig {
                 group: group.into(),
                 topics: Vec::new(),
@@ -178,6 +181,20 @@ impl GroupConsumerBuilder {
         self
     }
 
+    /// How to continue a `tracing` span in a W3C trace: called with each record's
+    /// `queue_message` span and its `traceparent` header, before the handler runs, so the
+    /// handler's spans and the consumer's retry and dead-letter events land in the
+    /// producer's trace. Without it the span only records the `traceparent` as a field.
+    /// With `maas-telemetry`:
+    /// `|span, tp| { propagation::continue_trace(span, propagation::extract_pairs([("traceparent", tp)])); }`.
+    pub fn trace_context(
+        mut self,
+        f: impl Fn(&tracing::Span, &str) + Send + Sync + 'static,
+    ) -> Self {
+        self.trace_context = Some(crate::trace::TraceContext(Arc::new(f)));
+        self
+    }
+
     /// What happens to records the handler fails on.
     pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
         self.config.failure = policy;
@@ -252,6 +269,7 @@ impl GroupConsumerBuilder {
         config.failure = config.failure.clamped();
         Ok(GroupConsumer {
             cluster: self.cluster,
+            trace_context: self.trace_context,
             config,
             #[cfg(feature = "prometheus")]
             metrics: self.metrics,
@@ -282,6 +300,7 @@ impl GroupConsumer {
             observer: Observer::default(),
             config: self.config,
             cluster: self.cluster,
+            trace_context: self.trace_context,
             handler: Mutex::new(handler),
             dead_letters,
             assignment: Mutex::default(),

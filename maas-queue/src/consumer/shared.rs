@@ -53,6 +53,7 @@ pub(crate) struct Shared {
     pub(crate) last_commit: Mutex<Option<Instant>>,
     pub(crate) rates: Mutex<HashMap<(String, i32), (Instant, u64)>>,
     pub(crate) observer: Observer,
+    pub(crate) trace_context: Option<crate::trace::TraceContext>,
 }
 
 impl Shared {

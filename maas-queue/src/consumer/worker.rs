@@ -139,7 +139,11 @@ pub(crate) async fn handle(shared: &Shared, m: Message) {
         partition = m.partition,
         offset = m.offset,
         traceparent = m.traceparent().unwrap_or_default(),
+        otel.status_code = tracing::field::Empty,
     );
+    if let (Some(continue_in), Some(tp)) = (&shared.trace_context, m.traceparent()) {
+        (continue_in.0)(&span, tp);
+    }
     let mut backoff = policy.backoff;
     let mut attempt = 0u32;
     let error = loop {
@@ -170,6 +174,8 @@ pub(crate) async fn handle(shared: &Shared, m: Message) {
         }
     };
     let (error, poison) = error;
+    // The record failed for good here (it moves on to a retry topic or the DLQ).
+    span.record("otel.status_code", "error");
     let mut history = history;
     history.attempts += attempt;
     let group = &shared.config.group;

@@ -26,6 +26,7 @@ impl Engine {
             participants: HashMap::new(),
             owner: None,
             settings: Settings::default(),
+            trace_context: None,
             #[cfg(feature = "prometheus")]
             metrics: None,
         }
@@ -54,6 +55,7 @@ pub struct EngineBuilder {
     participants: HashMap<String, Participant>,
     owner: Option<String>,
     settings: Settings,
+    trace_context: Option<super::trace::TraceContext>,
     #[cfg(feature = "prometheus")]
     metrics: Option<crate::metrics::SagaMetrics>,
 }
@@ -131,6 +133,20 @@ impl EngineBuilder {
         self
     }
 
+    /// How to continue a `tracing` span in a W3C trace: called with the span of a
+    /// transaction recovered after a crash and the `traceparent` stored with its intent
+    /// (see [`SagaBuilder::traceparent`](crate::SagaBuilder::traceparent)), so recovery
+    /// lands in the caller's trace too. A transaction submitted in this process needs no
+    /// hook: its span is a child of the submitting span. With `maas-telemetry`:
+    /// `|span, tp| { propagation::continue_trace(span, propagation::extract_pairs([("traceparent", tp)])); }`.
+    pub fn trace_context(
+        mut self,
+        f: impl Fn(&tracing::Span, &str) + Send + Sync + 'static,
+    ) -> Self {
+        self.trace_context = Some(std::sync::Arc::new(f));
+        self
+    }
+
     /// Reports metrics into `metrics`.
     #[cfg(feature = "prometheus")]
     pub fn metrics(mut self, metrics: &crate::metrics::SagaMetrics) -> Self {
@@ -163,6 +179,7 @@ impl EngineBuilder {
                 duration: settings.lease,
             },
             alert_after: settings.alert_after,
+            trace_context: self.trace_context,
             #[cfg(feature = "prometheus")]
             observer: Observer::new(self.metrics),
             #[cfg(not(feature = "prometheus"))]

@@ -14,7 +14,7 @@ use tower::ServiceExt;
 use tracing::Instrument;
 
 use super::runtime::Runtime;
-use super::trace::{trace_id, traceparent};
+use super::trace::{trace_of, traceparent};
 use crate::machine::{Command, Event, Machine};
 use crate::participant::{BranchCall, Participant, Reply};
 use crate::store::{AdminRequest, BranchProgress, BranchStatus};
@@ -53,6 +53,9 @@ pub(crate) struct Drive {
     pub(crate) deadline: Option<Instant>,
     pub(crate) control: mpsc::UnboundedReceiver<AdminRequest>,
     pub(crate) view: Arc<Mutex<LiveView>>,
+    /// The span that submitted the transaction (none when recovered): the saga span is its
+    /// child, so it lands in the caller's trace.
+    pub(crate) parent: tracing::Span,
 }
 
 /// Each branch's state, as the stores and the query API name it.
@@ -100,11 +103,21 @@ impl Drive {
         runtime: Arc<Runtime>,
     ) -> Option<(Status, Vec<BranchProgress>)> {
         let span = tracing::info_span!(
+            parent: &self.parent,
             "saga",
             saga.id = %self.id,
             saga.name = self.transaction.name(),
-            saga.kind = self.transaction.kind().as_str()
+            saga.kind = self.transaction.kind().as_str(),
+            otel.status_code = tracing::field::Empty,
         );
+        // Recovered (no caller here): continue the trace stored with the intent.
+        if self.parent.is_none()
+            && let (Some(tp), Some(continue_in)) =
+                (self.transaction.traceparent(), &runtime.trace_context)
+        {
+            continue_in(&span, tp);
+        }
+        let span_handle = span.clone();
         async move {
             let n = self.transaction.steps().len();
             // Attempts per branch, counted by the operations as they go (the live view
@@ -120,7 +133,7 @@ impl Drive {
                 retry_now: Notify::new(),
                 stop: Stop::default(),
                 attempts: attempts.clone(),
-                trace: trace_id(&self.id),
+                trace: trace_of(&self.id, self.transaction.traceparent()),
                 runtime: runtime.clone(),
             });
             let mut running = FuturesUnordered::new();
@@ -191,6 +204,10 @@ impl Drive {
             }
             let status = self.machine.status();
             debug_assert!(status.is_final(), "drive ended in {status}");
+            if status == Status::Compensated {
+                // Rolled back: the business operation failed, which the trace shows.
+                span_handle.record("otel.status_code", "error");
+            }
             Some((status, self.progress(&attempts)))
         }
         .instrument(span)

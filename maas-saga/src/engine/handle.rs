@@ -156,8 +156,14 @@ impl Engine {
             Transaction::Tcc(t) => Machine::Tcc(TccMachine::new(t.branches.len())),
         };
         let deadline = deadline_after.map(|d| crate::duration::system_after(SystemTime::now(), d));
-        self.supervisor()
-            .spawn(id, Arc::new(transaction), machine, false, deadline);
+        self.supervisor().spawn(
+            id,
+            Arc::new(transaction),
+            machine,
+            false,
+            deadline,
+            tracing::Span::current(),
+        );
         Ok(true)
     }
 

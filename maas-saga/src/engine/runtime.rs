@@ -18,6 +18,8 @@ pub(crate) struct Runtime {
     /// Attempts of an undo operation after which it is reported as stuck.
     pub(crate) alert_after: u32,
     pub(crate) observer: Observer,
+    /// Continues a span in a stored trace, when the application gave a way to.
+    pub(crate) trace_context: Option<super::trace::TraceContext>,
 }
 
 impl Runtime {

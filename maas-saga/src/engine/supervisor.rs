@@ -118,6 +118,7 @@ impl Supervisor {
         machine: Machine,
         marked: bool,
         deadline: Option<SystemTime>,
+        parent: tracing::Span,
     ) {
         let (control, rx) = mpsc::unbounded_channel();
         let view = Arc::new(Mutex::new(LiveView {
@@ -139,6 +140,7 @@ impl Supervisor {
             deadline,
             control: rx,
             view: view.clone(),
+            parent,
         };
         let supervisor = self.clone();
         let mut live = self.live();
@@ -226,6 +228,7 @@ impl Supervisor {
             machine,
             record.status != Status::Running,
             record.deadline,
+            tracing::Span::none(),
         );
     }
 

@@ -2,6 +2,19 @@
 
 use crate::SagaId;
 
+/// The W3C trace id a transaction's participant calls carry: the caller's, when the
+/// definition has a `traceparent`, else derived from the transaction's id.
+pub(crate) fn trace_of(id: &SagaId, traceparent: Option<&str>) -> String {
+    match traceparent.and_then(|tp| tp.split('-').nth(1)) {
+        Some(trace) if trace.len() == 32 => trace.to_ascii_lowercase(),
+        _ => trace_id(id),
+    }
+}
+
+/// Continues a transaction's span in its stored trace (see
+/// [`EngineBuilder::trace_context`](crate::EngineBuilder::trace_context)).
+pub(crate) type TraceContext = std::sync::Arc<dyn Fn(&tracing::Span, &str) + Send + Sync>;
+
 /// The W3C trace id of a transaction: its UUID's hex digits, or a hash of its id.
 pub(crate) fn trace_id(id: &SagaId) -> String {
     let hex: String = id
@@ -37,5 +50,11 @@ mod tests {
         let tp = traceparent(&custom);
         assert!(tp.starts_with(&format!("00-{custom}-")) && tp.ends_with("-01"));
         assert_eq!(tp.len(), 55);
+        let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            trace_of(&uuid, Some(caller)),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(trace_of(&uuid, None), trace_id(&uuid));
     }
 }
