@@ -233,6 +233,11 @@ impl<C: Clock> CircuitBreaker<C> {
     /// Awaits `future` if the breaker permits it and records its result (`Err` is a
     /// failure). If this future is dropped before `future` completes, nothing is recorded
     /// and a half-open probe slot is given back.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future drops `future` too; nothing is recorded and a half-open
+    /// probe slot is given back (see above).
     pub async fn call_async<T, E, F>(&self, future: F) -> Result<T, BreakerError<E>>
     where
         F: Future<Output = Result<T, E>>,

@@ -120,6 +120,12 @@ impl Redrive {
 
     /// Reads the dead-letter topic up to its end as of now and publishes the matching
     /// records; returns once every one is acknowledged.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe in the sense that matters: records already sent stay published, so a
+    /// redrive stopped half-way and run again publishes those twice (narrow it with
+    /// [`since`](Redrive::since) or [`key`](Redrive::key)).
     pub async fn run(self) -> Result<RedriveReport, QueueError> {
         check_topic(&self.from)?;
         if let Some(t) = &self.to {

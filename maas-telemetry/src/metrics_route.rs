@@ -15,6 +15,10 @@ pub fn render(registry: &Registry) -> Result<String, prometheus::Error> {
 
 /// An axum handler answering with [`render`]'s output; a rendering failure is a `500` with a
 /// JSON body `{"error": "..."}`.
+///
+/// # Cancel safety
+///
+/// Cancel safe: it only reads the registry.
 #[cfg(feature = "axum")]
 pub async fn metrics_handler(
     axum::extract::State(registry): axum::extract::State<Registry>,

@@ -69,6 +69,12 @@ impl ConsumerHandle {
     /// Stops fetching, lets in-flight records finish (up to the rebalance timeout), commits
     /// what was handled, leaves the group (its partitions move to the others at once) and
     /// flushes the dead-letter producer.
+    ///
+    /// # Cancel safety
+    ///
+    /// Once called, the consumer stops whether or not the future is awaited to the end;
+    /// dropping it early skips waiting for the final commit and the producer flush (records
+    /// handled but not committed are handled again by the next owner of their partition).
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;

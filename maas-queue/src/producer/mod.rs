@@ -246,6 +246,10 @@ impl Producer {
     }
 
     /// Waits until every record accepted so far is acknowledged (or has failed).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future only stops waiting; the records are still sent.
     pub async fn flush(&self) {
         if let Backend::Kafka(k) = &*self.backend {
             k.flush().await;
@@ -254,6 +258,11 @@ impl Producer {
 
     /// Stops accepting records and waits for those accepted to be acknowledged: nothing
     /// accepted is dropped.
+    ///
+    /// # Cancel safety
+    ///
+    /// The producer refuses new records from the first poll; dropping the future only stops
+    /// waiting for those already accepted, which are still sent.
     pub async fn shutdown(&self) {
         if let Backend::Kafka(k) = &*self.backend {
             k.close();
@@ -262,6 +271,11 @@ impl Producer {
     }
 
     /// Creates `topic` with `partitions` partitions; succeeds if it already exists.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped, the topic may or may not have been created; calling again is
+    /// harmless (an existing topic is success).
     pub async fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), QueueError> {
         check_topic(topic)?;
         if partitions <= 0 {
@@ -277,6 +291,10 @@ impl Producer {
     }
 
     /// The number of partitions of `topic`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
     pub async fn partitions(&self, topic: &str) -> Result<i32, QueueError> {
         match &*self.backend {
             Backend::Kafka(k) => k.partitions(topic).await,

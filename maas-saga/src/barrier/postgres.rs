@@ -27,6 +27,10 @@ use tokio_postgres::GenericClient;
 use super::{APPLIED, BLOCKED, Barrier, BranchKey, CleanupTask};
 
 /// Creates the barrier table if it does not exist.
+///
+/// # Cancel safety
+///
+/// Cancel safe: the table is created in one statement, which either ran or did not.
 pub async fn migrate(client: &impl GenericClient) -> Result<(), tokio_postgres::Error> {
     client
         .batch_execute(
@@ -61,6 +65,11 @@ async fn insert(
 
 /// Enters the barrier for `key` inside the transaction `tx`; do the work only if the
 /// answer [`should_apply`](Barrier::should_apply), then commit.
+///
+/// # Cancel safety
+///
+/// Cancel safe when `tx` is a transaction: dropped before the commit, the transaction rolls
+/// back and the barrier row goes with it.
 pub async fn enter(
     tx: &impl GenericClient,
     key: &BranchKey,
@@ -99,6 +108,10 @@ pub async fn enter(
 }
 
 /// Deletes barrier rows older than `retention`; returns how many.
+///
+/// # Cancel safety
+///
+/// Cancel safe: one `DELETE` statement; dropped, it either ran or it did not.
 pub async fn cleanup(
     client: &impl GenericClient,
     retention: Duration,

@@ -65,14 +65,24 @@ pub struct PgStore {
 
 impl PgStore {
     /// Connects with a libpq-style configuration string (e.g.
-    /// `host=127.0.0.1 user=postgres dbname=app`) and migrates the schema. Opens two
-    /// connections: one for batched writes, one for claims, renewals and queries.
+    /// `host=127.0.0.1 user=postgres dbname=app`) and migrates the schema. Opens five
+    /// connections: four committing batched writes in parallel, one for claims, renewals
+    /// and queries (see [`connect_with`](PgStore::connect_with) for another number).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future closes the connections opened so far; a migration runs
+    /// in a transaction of its own.
     pub async fn connect(config: &str) -> Result<Self, StoreError> {
         Self::connect_with(config, 4).await
     }
 
     /// Like [`connect`](PgStore::connect), with `writers` connections committing batches in
     /// parallel (plus one for claims, renewals and queries).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`connect`](PgStore::connect).
     pub async fn connect_with(config: &str, writers: usize) -> Result<Self, StoreError> {
         let mut control = connect(config).await?;
         migrate(&mut control).await?;

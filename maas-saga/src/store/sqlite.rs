@@ -52,6 +52,11 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and migrates its schema. Needs a
     /// tokio runtime (a background task commits batched writes).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future closes whatever was opened; a migration runs in a
+    /// transaction of its own.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref().to_owned();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
