@@ -9,19 +9,28 @@ use std::time::{Duration, Instant};
 use maas_platform::{Config, Platform};
 use serde_json::{Value, json};
 
-const BROKER: &str = "127.0.0.1:9092";
+/// The broker's address (override: `MAAS_TEST_KAFKA`, as in the crates' tests).
+fn broker() -> String {
+    std::env::var("MAAS_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
 
-fn require_kafka() {
-    if std::net::TcpStream::connect_timeout(&BROKER.parse().unwrap(), Duration::from_secs(2))
-        .is_err()
-    {
-        panic!("no Kafka-API broker on {BROKER}; start one with `scripts/dev-services up`");
-    }
+fn require_kafka() -> String {
+    let broker = broker();
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(broker.as_str())
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
+    assert!(
+        reachable,
+        "no Kafka-API broker on {broker}; start one with `scripts/dev-services up`, or point \
+         MAAS_TEST_KAFKA at a running broker"
+    );
+    broker
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builds_cross_a_real_broker() {
-    require_kafka();
+    let broker = require_kafka();
     let run = format!("{}-{}", std::process::id(), fastrand::u32(..));
     let topic = format!("platform-builds-{run}");
     let dir = std::env::temp_dir().join(format!("maas-platform-kafka-{run}"));
@@ -29,7 +38,7 @@ async fn builds_cross_a_real_broker() {
         Config {
             addr: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.clone(),
-            kafka_brokers: Some(vec![BROKER.to_owned()]),
+            kafka_brokers: Some(vec![broker]),
             build_topic: topic.clone(),
             build_group: format!("platform-builders-{run}"),
             build_time: Duration::from_millis(10),
