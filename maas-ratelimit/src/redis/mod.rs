@@ -1,0 +1,243 @@
+//! Limits shared by every replica, kept in Redis (feature `redis`).
+//!
+//! Each replica of a service that limits in memory lets a key through `N ×` its quota. A
+//! [`RedisLimiter`] keeps the state in Redis instead, so every replica answers from one
+//! count: one atomic Lua script per check (sent as `EVALSHA`, loaded again after a
+//! `NOSCRIPT`), the time read inside the script from the server's `TIME` — replicas with
+//! skewed clocks agree — and the key's expiry set in the same script, so no crash between two
+//! commands can leave a key that never expires.
+//!
+//! Keys are `<prefix>:{<key>}`: the braces are a Redis Cluster hash tag (a key's data lives in
+//! one slot); braces inside the key are escaped. Each call has a deadline (default 50 ms):
+//! past it the check fails with [`RedisLimitError::Timeout`] instead of holding the request.
+//!
+//! Decisions have the same meaning as the local limiters' ([`Decision`]): the token bucket is
+//! the same GCRA as [`TokenBucket`](crate::TokenBucket), the fixed window the same as
+//! [`FixedWindow`](crate::FixedWindow), in whole microseconds.
+//!
+//! ```no_run
+//! use maas_ratelimit::Quota;
+//! use maas_ratelimit::redis::{RedisAlgorithm, RedisLimiter};
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let limiter = RedisLimiter::builder("redis://127.0.0.1:6379", RedisAlgorithm::TokenBucket(Quota::per_minute(600)))
+//!     .prefix("maas:tenants")
+//!     .connect()
+//!     .await?;
+//! let d = limiter.check("acme", 1).await?;
+//! println!("allowed: {}, remaining: {}", d.is_allowed(), d.remaining());
+//! # Ok(()) }
+//! ```
+//!
+//! This is the per-request form: one round trip per check. Local token leases (the fast
+//! path for hot keys), the outage policy and the tower layer's use of it are the next steps
+//! (issue 13).
+
+mod script;
+
+use std::time::Duration;
+
+use ::redis::aio::ConnectionManager;
+
+use crate::{Decision, Quota};
+
+/// Which algorithm a [`RedisLimiter`] runs, with its quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RedisAlgorithm {
+    /// GCRA: `limit` per `period`, bursts up to the quota's burst.
+    TokenBucket(Quota),
+    /// At most `limit` per window of `period`, windows aligned on the server's clock.
+    FixedWindow(Quota),
+}
+
+/// Why a Redis check did not give a decision.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisLimitError {
+    /// The setting cannot work (a zero limit or period, a period under a microsecond).
+    #[error("invalid Redis limiter setting: {0}")]
+    Config(&'static str),
+    /// Redis did not answer within the deadline.
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Redis answered with an error, or could not be reached.
+    #[error("Redis")]
+    Redis(#[from] ::redis::RedisError),
+    /// The script answered something this limiter does not understand.
+    #[error("unexpected reply from the rate-limit script: {0:?}")]
+    Reply(Vec<i64>),
+}
+
+/// Configures a [`RedisLimiter`].
+#[derive(Debug, Clone)]
+pub struct RedisLimiterBuilder {
+    url: String,
+    algorithm: RedisAlgorithm,
+    prefix: String,
+    deadline: Duration,
+}
+
+/// A rate limiter whose state is in Redis, shared by every process that uses the same
+/// Redis, prefix and algorithm. Cheap to clone (clones share one reconnecting connection).
+#[derive(Clone)]
+pub struct RedisLimiter {
+    conn: ConnectionManager,
+    script: std::sync::Arc<::redis::Script>,
+    prefix: String,
+    deadline: Duration,
+    limit: u64,
+    /// Token interval (token bucket) or window (fixed window), µs.
+    step_us: u64,
+    /// Capacity (token bucket) or limit (fixed window).
+    capacity: u64,
+}
+
+impl std::fmt::Debug for RedisLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLimiter")
+            .field("prefix", &self.prefix)
+            .field("limit", &self.limit)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLimiter {
+    /// Starts configuring a limiter on the Redis at `url` (`redis://host:port/db`).
+    pub fn builder(url: impl Into<String>, algorithm: RedisAlgorithm) -> RedisLimiterBuilder {
+        RedisLimiterBuilder {
+            url: url.into(),
+            algorithm,
+            prefix: "maas:ratelimit".to_owned(),
+            deadline: Duration::from_millis(50),
+        }
+    }
+
+    /// Checks `cost` units for `key`, consuming them when the request passes.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future may leave the units consumed (the script may have run); the
+    /// request is then counted without passing, which errs on the side of the limit.
+    pub async fn check(&self, key: &str, cost: u64) -> Result<Decision, RedisLimitError> {
+        self.run(key, cost, true).await
+    }
+
+    /// What [`check`](RedisLimiter::check) would answer, consuming nothing.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it changes nothing.
+    pub async fn peek(&self, key: &str, cost: u64) -> Result<Decision, RedisLimitError> {
+        self.run(key, cost, false).await
+    }
+
+    /// The Redis key that holds `key`'s state.
+    pub fn redis_key(&self, key: &str) -> String {
+        let escaped = key
+            .replace('%', "%25")
+            .replace('{', "%7B")
+            .replace('}', "%7D");
+        format!("{}:{{{escaped}}}", self.prefix)
+    }
+
+    async fn run(&self, key: &str, cost: u64, consume: bool) -> Result<Decision, RedisLimitError> {
+        let mut conn = self.conn.clone();
+        let mut call = self.script.prepare_invoke();
+        call.key(self.redis_key(key))
+            .arg(self.step_us)
+            .arg(self.capacity)
+            // A cost beyond the capacity can never pass; sent capped, so Lua's doubles
+            // never see a number they cannot hold exactly.
+            .arg(cost.min(self.capacity.saturating_add(1)))
+            .arg(u8::from(consume));
+        let reply: Vec<i64> = tokio::time::timeout(self.deadline, call.invoke_async(&mut conn))
+            .await
+            .map_err(|_| RedisLimitError::Timeout(self.deadline))??;
+        script::decision(self.limit, &reply).ok_or(RedisLimitError::Reply(reply))
+    }
+}
+
+/// The largest period or interval accepted, in µs: 100 years, far inside a double's exact
+/// integers even when added to the server's time.
+const MAX_MICROS: u64 = 100 * 365 * 24 * 3600 * 1_000_000;
+
+impl RedisLimiterBuilder {
+    /// The prefix of every key (default `maas:ratelimit`): one namespace per limit, so two
+    /// limits never share state.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The longest a check waits for Redis (default 50 ms).
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    fn validated(&self) -> Result<(u64, u64, u64), RedisLimitError> {
+        if self.deadline.is_zero() {
+            return Err(RedisLimitError::Config(
+                "the deadline must be longer than zero",
+            ));
+        }
+        let (quota, token_bucket) = match self.algorithm {
+            RedisAlgorithm::TokenBucket(q) => (q, true),
+            RedisAlgorithm::FixedWindow(q) => (q, false),
+        };
+        if quota.limit() == 0 {
+            return Err(RedisLimitError::Config("the limit must be at least 1"));
+        }
+        let period = u64::try_from(quota.period().as_micros()).unwrap_or(u64::MAX);
+        if period == 0 || period > MAX_MICROS {
+            return Err(RedisLimitError::Config(
+                "the period must be between 1 µs and 100 years",
+            ));
+        }
+        if token_bucket {
+            // One token refills in period / limit, rounded up to a whole microsecond.
+            let interval = period.div_ceil(quota.limit());
+            let capacity = quota.burst().max(1);
+            if interval.saturating_mul(capacity) > MAX_MICROS {
+                return Err(RedisLimitError::Config(
+                    "the burst times the refill interval must stay under 100 years",
+                ));
+            }
+            Ok((capacity, interval, capacity))
+        } else {
+            Ok((quota.limit(), period, quota.limit()))
+        }
+    }
+
+    /// Validates the settings and connects (through the `redis` crate's reconnecting
+    /// manager: a dropped connection is re-established in the background).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future drops the connection being opened.
+    pub async fn connect(self) -> Result<RedisLimiter, RedisLimitError> {
+        let (limit, step_us, capacity) = self.validated()?;
+        let client = ::redis::Client::open(self.url.as_str())?;
+        let conn = tokio::time::timeout(
+            self.deadline.max(Duration::from_secs(2)),
+            ConnectionManager::new(client),
+        )
+        .await
+        .map_err(|_| RedisLimitError::Timeout(self.deadline.max(Duration::from_secs(2))))??;
+        let source = match self.algorithm {
+            RedisAlgorithm::TokenBucket(_) => script::TOKEN_BUCKET,
+            RedisAlgorithm::FixedWindow(_) => script::FIXED_WINDOW,
+        };
+        Ok(RedisLimiter {
+            conn,
+            script: std::sync::Arc::new(::redis::Script::new(source)),
+            prefix: self.prefix,
+            deadline: self.deadline,
+            limit,
+            step_us,
+            capacity,
+        })
+    }
+}

@@ -1,0 +1,234 @@
+//! `RedisLimiter` on the real Redis: decisions as the local limiters give them, one limit
+//! for several limiters (replicas), the key's expiry set by the script, a flushed script
+//! cache survived, and a deadline instead of a hang.
+
+use std::time::Duration;
+
+use maas_ratelimit::clock::ManualClock;
+use maas_ratelimit::redis::{RedisAlgorithm, RedisLimitError, RedisLimiter};
+use maas_ratelimit::{FixedWindow, Quota, TokenBucket};
+
+/// URL of the test Redis (override: `MAAS_TEST_REDIS`).
+fn redis_url() -> String {
+    std::env::var("MAAS_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
+}
+
+/// A prefix no other run used.
+fn prefix(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("maas:test:{tag}:{}:{nanos}", std::process::id())
+}
+
+/// Connects, or fails the test saying how to start Redis.
+async fn limiter(algorithm: RedisAlgorithm, prefix: &str) -> RedisLimiter {
+    let url = redis_url();
+    RedisLimiter::builder(url.as_str(), algorithm)
+        .prefix(prefix)
+        .deadline(Duration::from_secs(2))
+        .connect()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "Redis is not reachable at `{url}`: {e}; start it with `scripts/dev-services` \
+                 (Redis on 127.0.0.1:6379), or point MAAS_TEST_REDIS at a running server"
+            )
+        })
+}
+
+async fn raw() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_url().as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis")
+}
+
+fn close(a: Duration, b: Duration) -> bool {
+    a.abs_diff(b) < Duration::from_secs(1)
+}
+
+#[tokio::test]
+async fn the_token_bucket_decides_as_the_local_one() {
+    // 5 per hour: the clock barely moves during the test, so the local bucket on a stopped
+    // manual clock is the reference.
+    let quota = Quota::per_hour(5);
+    let local = TokenBucket::builder(quota)
+        .clock(ManualClock::new())
+        .build()
+        .unwrap();
+    let redis = limiter(RedisAlgorithm::TokenBucket(quota), &prefix("tb")).await;
+    for cost in [1, 1, 2, 1, 1, 6, 0] {
+        let want = local.check_n(cost);
+        let got = redis.check("acme", cost).await.unwrap();
+        assert_eq!(
+            got.is_allowed(),
+            want.is_allowed(),
+            "cost {cost}: {got:?} vs {want:?}"
+        );
+        assert_eq!(
+            got.remaining(),
+            want.remaining(),
+            "cost {cost}: {got:?} vs {want:?}"
+        );
+        assert_eq!(got.limit(), want.limit());
+        assert_eq!(got.can_never_pass(), want.can_never_pass(), "cost {cost}");
+        assert!(
+            close(got.reset_after(), want.reset_after()),
+            "{got:?} vs {want:?}"
+        );
+        match (got.retry_after(), want.retry_after()) {
+            (Some(g), Some(w)) => assert!(close(g, w), "{g:?} vs {w:?}"),
+            (g, w) => assert_eq!(g, w),
+        }
+    }
+    // peek consumes nothing; another key is untouched.
+    let before = redis.peek("acme", 1).await.unwrap();
+    assert_eq!(
+        redis.peek("acme", 1).await.unwrap().remaining(),
+        before.remaining()
+    );
+    assert_eq!(redis.check("globex", 5).await.unwrap().remaining(), 0);
+}
+
+#[tokio::test]
+async fn the_fixed_window_decides_as_the_local_one() {
+    let quota = Quota::per_hour(3);
+    let local = FixedWindow::builder(quota)
+        .clock(ManualClock::new())
+        .build()
+        .unwrap();
+    let redis = limiter(RedisAlgorithm::FixedWindow(quota), &prefix("fw")).await;
+    for cost in [1, 2, 1, 4] {
+        let want = local.check_n(cost);
+        let got = redis.check("acme", cost).await.unwrap();
+        assert_eq!(got.is_allowed(), want.is_allowed(), "cost {cost}");
+        assert_eq!(
+            got.remaining(),
+            want.remaining(),
+            "cost {cost}: {got:?} vs {want:?}"
+        );
+        assert_eq!(got.can_never_pass(), want.can_never_pass(), "cost {cost}");
+        if let Some(r) = got.retry_after() {
+            // Until the end of the server's current window: at most the period.
+            assert!(r <= Duration::from_secs(3600), "{r:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn replicas_share_one_limit_and_keys_expire() {
+    let p = prefix("shared");
+    let quota = Quota::per_hour(10);
+    let replicas = [
+        limiter(RedisAlgorithm::TokenBucket(quota), &p).await,
+        limiter(RedisAlgorithm::TokenBucket(quota), &p).await,
+        limiter(RedisAlgorithm::TokenBucket(quota), &p).await,
+    ];
+    let mut allowed = 0;
+    for i in 0..30 {
+        if replicas[i % 3]
+            .check("tenant", 1)
+            .await
+            .unwrap()
+            .is_allowed()
+        {
+            allowed += 1;
+        }
+    }
+    assert_eq!(
+        allowed, 10,
+        "three replicas let {allowed} of 30 through a limit of 10"
+    );
+    let key = replicas[0].redis_key("tenant");
+    assert!(key.ends_with(":{tenant}"), "{key}");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut raw().await)
+        .await
+        .unwrap();
+    assert!(
+        ttl > 0 && ttl <= 3_600_000,
+        "the script set no expiry: PTTL {ttl}"
+    );
+}
+
+#[tokio::test]
+async fn a_flushed_script_cache_is_survived() {
+    let redis = limiter(
+        RedisAlgorithm::TokenBucket(Quota::per_hour(3)),
+        &prefix("flush"),
+    )
+    .await;
+    assert!(redis.check("k", 1).await.unwrap().is_allowed());
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut raw().await)
+        .await
+        .unwrap();
+    let d = redis.check("k", 1).await.unwrap();
+    assert!(d.is_allowed());
+    assert_eq!(d.remaining(), 1, "state kept across the reload");
+}
+
+#[test]
+fn keys_carry_a_hash_tag_with_braces_escaped() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let redis = rt.block_on(limiter(
+        RedisAlgorithm::FixedWindow(Quota::per_second(1)),
+        "p",
+    ));
+    assert_eq!(redis.redis_key("a{b}%"), "p:{a%7Bb%7D%25}");
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_costs_the_deadline_not_a_hang() {
+    // Accepts connections and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let start = std::time::Instant::now();
+    let built = RedisLimiter::builder(
+        format!("redis://{addr}/"),
+        RedisAlgorithm::TokenBucket(Quota::per_second(1)),
+    )
+    .deadline(Duration::from_millis(50))
+    .connect()
+    .await;
+    assert!(
+        matches!(built, Err(RedisLimitError::Timeout(_))),
+        "{built:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn settings_that_cannot_work_are_refused() {
+    for algorithm in [
+        RedisAlgorithm::TokenBucket(Quota::per_second(0)),
+        RedisAlgorithm::FixedWindow(Quota::new(5, Duration::ZERO)),
+        RedisAlgorithm::TokenBucket(Quota::new(1, Duration::MAX)),
+    ] {
+        let built = RedisLimiter::builder(redis_url(), algorithm)
+            .connect()
+            .await;
+        assert!(
+            matches!(built, Err(RedisLimitError::Config(_))),
+            "{algorithm:?}: {built:?}"
+        );
+    }
+}
