@@ -50,8 +50,8 @@
 //!   hyper 1, anything on `http` 1).
 //! * `prometheus` — [`metrics::RateLimitMetrics`]: allowed / rejected counters and a
 //!   tracked-keys gauge per limiter name.
-//! * `redis` — [`redis::RedisLimiter`]: a token bucket or fixed window kept in Redis, one
-//!   limit for every replica (one atomic script per check, the server's clock).
+//! * `redis` — [`redis::RedisLimiter`]: the token bucket, fixed or sliding window kept in
+//!   Redis, one limit for every replica (one atomic script per check, the server's clock).
 //!
 //! The crate emits `tracing` events (target `maas_ratelimit`) for rejections.
 //!

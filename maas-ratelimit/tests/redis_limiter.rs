@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use maas_ratelimit::clock::ManualClock;
 use maas_ratelimit::redis::{RedisAlgorithm, RedisLimitError, RedisLimiter};
-use maas_ratelimit::{FixedWindow, Quota, TokenBucket};
+use maas_ratelimit::{FixedWindow, Quota, SlidingWindow, TokenBucket};
 
 /// URL of the test Redis (override: `MAAS_TEST_REDIS`).
 fn redis_url() -> String {
@@ -119,6 +119,41 @@ async fn the_fixed_window_decides_as_the_local_one() {
 }
 
 #[tokio::test]
+async fn the_sliding_window_decides_as_the_local_one() {
+    let quota = Quota::per_hour(4);
+    let local = SlidingWindow::builder(quota)
+        .buckets(10)
+        .clock(ManualClock::new())
+        .build()
+        .unwrap();
+    let redis = limiter(
+        RedisAlgorithm::SlidingWindow { quota, buckets: 10 },
+        &prefix("sw"),
+    )
+    .await;
+    for cost in [1, 2, 2, 1, 5, 0] {
+        let want = local.check_n(cost);
+        let got = redis.check("acme", cost).await.unwrap();
+        assert_eq!(
+            got.is_allowed(),
+            want.is_allowed(),
+            "cost {cost}: {got:?} vs {want:?}"
+        );
+        assert_eq!(
+            got.remaining(),
+            want.remaining(),
+            "cost {cost}: {got:?} vs {want:?}"
+        );
+        assert_eq!(got.can_never_pass(), want.can_never_pass(), "cost {cost}");
+        if let Some(r) = got.retry_after() {
+            // The oldest bucket leaves between W and W + one bucket after it filled.
+            assert!(r <= Duration::from_secs(3600 + 360), "{r:?}");
+            assert!(r >= Duration::from_secs(3600 - 360), "{r:?}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn replicas_share_one_limit_and_keys_expire() {
     let p = prefix("shared");
     let quota = Quota::per_hour(10);
@@ -222,6 +257,10 @@ async fn settings_that_cannot_work_are_refused() {
         RedisAlgorithm::TokenBucket(Quota::per_second(0)),
         RedisAlgorithm::FixedWindow(Quota::new(5, Duration::ZERO)),
         RedisAlgorithm::TokenBucket(Quota::new(1, Duration::MAX)),
+        RedisAlgorithm::SlidingWindow {
+            quota: Quota::per_second(5),
+            buckets: 0,
+        },
     ] {
         let built = RedisLimiter::builder(redis_url(), algorithm)
             .connect()
@@ -229,6 +268,51 @@ async fn settings_that_cannot_work_are_refused() {
         assert!(
             matches!(built, Err(RedisLimitError::Config(_))),
             "{algorithm:?}: {built:?}"
+        );
+    }
+}
+
+/// With the server's clock moving: each algorithm refuses once its quota is spent, says
+/// when to come back, and lets requests through again after that.
+#[tokio::test]
+async fn every_algorithm_lets_requests_through_again_once_time_passes() {
+    let quota = Quota::new(3, Duration::from_millis(300));
+    for algorithm in [
+        RedisAlgorithm::TokenBucket(quota),
+        RedisAlgorithm::FixedWindow(quota),
+        RedisAlgorithm::SlidingWindow { quota, buckets: 3 },
+    ] {
+        let redis = limiter(algorithm, &prefix("time")).await;
+        let mut passed = 0;
+        let mut refused = None;
+        for _ in 0..12 {
+            let d = redis.check("k", 1).await.unwrap();
+            if d.is_allowed() {
+                passed += 1;
+            } else {
+                refused = d.retry_after();
+                break;
+            }
+        }
+        // A fixed window may pass up to 2N across a window boundary; the others exactly N.
+        let most = if matches!(algorithm, RedisAlgorithm::FixedWindow(_)) {
+            6
+        } else {
+            3
+        };
+        assert!(
+            (3..=most).contains(&passed),
+            "{algorithm:?}: {passed} passed"
+        );
+        let wait = refused.unwrap_or_else(|| panic!("{algorithm:?}: never refused"));
+        assert!(
+            wait <= Duration::from_millis(400),
+            "{algorithm:?}: retry after {wait:?}"
+        );
+        tokio::time::sleep(wait + Duration::from_millis(5)).await;
+        assert!(
+            redis.check("k", 1).await.unwrap().is_allowed(),
+            "{algorithm:?}: still refused after the retry delay"
         );
     }
 }

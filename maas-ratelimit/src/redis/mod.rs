@@ -12,8 +12,9 @@
 //! past it the check fails with [`RedisLimitError::Timeout`] instead of holding the request.
 //!
 //! Decisions have the same meaning as the local limiters' ([`Decision`]): the token bucket is
-//! the same GCRA as [`TokenBucket`](crate::TokenBucket), the fixed window the same as
-//! [`FixedWindow`](crate::FixedWindow), in whole microseconds.
+//! the same GCRA as [`TokenBucket`](crate::TokenBucket), the fixed and sliding windows the
+//! same as [`FixedWindow`](crate::FixedWindow) and [`SlidingWindow`](crate::SlidingWindow),
+//! in whole microseconds.
 //!
 //! ```no_run
 //! use maas_ratelimit::Quota;
@@ -49,6 +50,14 @@ pub enum RedisAlgorithm {
     TokenBucket(Quota),
     /// At most `limit` per window of `period`, windows aligned on the server's clock.
     FixedWindow(Quota),
+    /// At most `limit` in any span of `period`, counted over `buckets` sub-buckets (as
+    /// [`SlidingWindow`](crate::SlidingWindow); 10 is its default).
+    SlidingWindow {
+        /// The limit and the window.
+        quota: Quota,
+        /// Sub-buckets per window.
+        buckets: u32,
+    },
 }
 
 /// Why a Redis check did not give a decision.
@@ -87,10 +96,12 @@ pub struct RedisLimiter {
     prefix: String,
     deadline: Duration,
     limit: u64,
-    /// Token interval (token bucket) or window (fixed window), µs.
+    /// Token interval (token bucket), window (fixed window) or bucket (sliding window), µs.
     step_us: u64,
-    /// Capacity (token bucket) or limit (fixed window).
+    /// Capacity (token bucket) or limit (windows).
     capacity: u64,
+    /// Sub-buckets of a sliding window (none for the others).
+    buckets: Option<u32>,
 }
 
 impl std::fmt::Debug for RedisLimiter {
@@ -145,9 +156,11 @@ impl RedisLimiter {
     async fn run(&self, key: &str, cost: u64, consume: bool) -> Result<Decision, RedisLimitError> {
         let mut conn = self.conn.clone();
         let mut call = self.script.prepare_invoke();
-        call.key(self.redis_key(key))
-            .arg(self.step_us)
-            .arg(self.capacity)
+        call.key(self.redis_key(key)).arg(self.step_us);
+        if let Some(b) = self.buckets {
+            call.arg(b);
+        }
+        call.arg(self.capacity)
             // A cost beyond the capacity can never pass; sent capped, so Lua's doubles
             // never see a number they cannot hold exactly.
             .arg(cost.min(self.capacity.saturating_add(1)))
@@ -177,7 +190,8 @@ impl RedisLimiterBuilder {
         self
     }
 
-    fn validated(&self) -> Result<(u64, u64, u64), RedisLimitError> {
+    /// `(limit, step µs, capacity, buckets)`.
+    fn validated(&self) -> Result<(u64, u64, u64, Option<u32>), RedisLimitError> {
         if self.deadline.is_zero() {
             return Err(RedisLimitError::Config(
                 "the deadline must be longer than zero",
@@ -185,7 +199,9 @@ impl RedisLimiterBuilder {
         }
         let (quota, token_bucket) = match self.algorithm {
             RedisAlgorithm::TokenBucket(q) => (q, true),
-            RedisAlgorithm::FixedWindow(q) => (q, false),
+            RedisAlgorithm::FixedWindow(q) | RedisAlgorithm::SlidingWindow { quota: q, .. } => {
+                (q, false)
+            }
         };
         if quota.limit() == 0 {
             return Err(RedisLimitError::Config("the limit must be at least 1"));
@@ -205,9 +221,22 @@ impl RedisLimiterBuilder {
                     "the burst times the refill interval must stay under 100 years",
                 ));
             }
-            Ok((capacity, interval, capacity))
+            Ok((capacity, interval, capacity, None))
+        } else if let RedisAlgorithm::SlidingWindow { buckets, .. } = self.algorithm {
+            if buckets == 0 {
+                return Err(RedisLimitError::Config(
+                    "a sliding window needs at least one bucket",
+                ));
+            }
+            let bucket = period / u64::from(buckets);
+            if bucket == 0 {
+                return Err(RedisLimitError::Config(
+                    "a sliding window's bucket must be at least 1 µs",
+                ));
+            }
+            Ok((quota.limit(), bucket, quota.limit(), Some(buckets)))
         } else {
-            Ok((quota.limit(), period, quota.limit()))
+            Ok((quota.limit(), period, quota.limit(), None))
         }
     }
 
@@ -218,7 +247,7 @@ impl RedisLimiterBuilder {
     ///
     /// Cancel safe: dropping the future drops the connection being opened.
     pub async fn connect(self) -> Result<RedisLimiter, RedisLimitError> {
-        let (limit, step_us, capacity) = self.validated()?;
+        let (limit, step_us, capacity, buckets) = self.validated()?;
         let client = ::redis::Client::open(self.url.as_str())?;
         let conn = tokio::time::timeout(
             self.deadline.max(Duration::from_secs(2)),
@@ -229,6 +258,7 @@ impl RedisLimiterBuilder {
         let source = match self.algorithm {
             RedisAlgorithm::TokenBucket(_) => script::TOKEN_BUCKET,
             RedisAlgorithm::FixedWindow(_) => script::FIXED_WINDOW,
+            RedisAlgorithm::SlidingWindow { .. } => script::SLIDING_WINDOW,
         };
         Ok(RedisLimiter {
             conn,
@@ -238,6 +268,7 @@ impl RedisLimiterBuilder {
             limit,
             step_us,
             capacity,
+            buckets,
         })
     }
 }

@@ -70,6 +70,69 @@ end
 return {0, left, ends, ends}
 "#;
 
+/// A sliding window, as the local [`SlidingWindow`](crate::SlidingWindow): the window is cut
+/// into `B` buckets of `bucket` µs; the key is a hash from bucket number to count, holding the
+/// `B + 1` newest buckets (older fields are deleted as they leave). `ARGV`: bucket µs, `B`,
+/// limit, cost, consume. Returns `{allowed, remaining, reset_after_us, retry_after_us}`.
+pub(crate) const SLIDING_WINDOW: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local bucket = tonumber(ARGV[1])
+local span = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+local cost = tonumber(ARGV[4])
+local consume = ARGV[5] == '1'
+local epoch = math.floor(now / bucket)
+local fields = redis.call('HGETALL', KEYS[1])
+local live = {}
+local total = 0
+local newest = -1
+for i = 1, #fields, 2 do
+  local e = tonumber(fields[i])
+  local n = tonumber(fields[i + 1])
+  if e == nil or n == nil or epoch - e > span then
+    redis.call('HDEL', KEYS[1], fields[i])
+  elseif n > 0 then
+    live[#live + 1] = {e, n}
+    total = total + n
+    if e > newest then newest = e end
+  end
+end
+table.sort(live, function(a, b) return a[1] < b[1] end)
+local function leaves(e)
+  local at = (e + span + 1) * bucket - now
+  if at < 0 then return 0 end
+  return at
+end
+local function freed_after(need)
+  local freed = 0
+  for _, b in ipairs(live) do
+    freed = freed + b[2]
+    if freed >= need then return leaves(b[1]) end
+  end
+  return leaves(epoch)
+end
+local empty_in = 0
+if total > 0 then empty_in = leaves(newest) end
+local left = limit - total
+if left < 0 then left = 0 end
+if cost > limit then
+  return {0, left, empty_in, -1}
+end
+if total + cost > limit then
+  return {0, left, empty_in, freed_after(total + cost - limit)}
+end
+local after = total
+if consume and cost > 0 then
+  redis.call('HINCRBY', KEYS[1], string.format('%d', epoch), cost)
+  redis.call('PEXPIRE', KEYS[1], math.ceil(leaves(epoch) / 1000))
+  after = total + cost
+end
+local reset = 0
+if after > 0 then reset = leaves(epoch) end
+return {1, limit - total - cost, reset, 0}
+"#;
+
 /// Turns a script's `{allowed, remaining, reset_after_us, retry_after_us}` into a
 /// [`Decision`]; `None` when the reply has another shape.
 pub(crate) fn decision(limit: u64, reply: &[i64]) -> Option<Decision> {
