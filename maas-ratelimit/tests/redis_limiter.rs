@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use maas_ratelimit::clock::ManualClock;
-use maas_ratelimit::redis::{RedisAlgorithm, RedisLimitError, RedisLimiter};
+use maas_ratelimit::redis::{OutagePolicy, RedisAlgorithm, RedisLimitError, RedisLimiter};
 use maas_ratelimit::{FixedWindow, Quota, SlidingWindow, TokenBucket};
 
 /// URL of the test Redis (override: `MAAS_TEST_REDIS`).
@@ -25,7 +25,7 @@ fn prefix(tag: &str) -> String {
 /// Connects, or fails the test saying how to start Redis.
 async fn limiter(algorithm: RedisAlgorithm, prefix: &str) -> RedisLimiter {
     let url = redis_url();
-    RedisLimiter::builder(url.as_str(), algorithm)
+    RedisLimiter::builder(url.as_str(), algorithm, OutagePolicy::FailClosed)
         .prefix(prefix)
         .deadline(Duration::from_secs(2))
         .connect()
@@ -62,7 +62,7 @@ async fn the_token_bucket_decides_as_the_local_one() {
     let redis = limiter(RedisAlgorithm::TokenBucket(quota), &prefix("tb")).await;
     for cost in [1, 1, 2, 1, 1, 6, 0] {
         let want = local.check_n(cost);
-        let got = redis.check("acme", cost).await.unwrap();
+        let got = redis.try_check("acme", cost).await.unwrap();
         assert_eq!(
             got.is_allowed(),
             want.is_allowed(),
@@ -85,12 +85,12 @@ async fn the_token_bucket_decides_as_the_local_one() {
         }
     }
     // peek consumes nothing; another key is untouched.
-    let before = redis.peek("acme", 1).await.unwrap();
+    let before = redis.try_peek("acme", 1).await.unwrap();
     assert_eq!(
-        redis.peek("acme", 1).await.unwrap().remaining(),
+        redis.try_peek("acme", 1).await.unwrap().remaining(),
         before.remaining()
     );
-    assert_eq!(redis.check("globex", 5).await.unwrap().remaining(), 0);
+    assert_eq!(redis.try_check("globex", 5).await.unwrap().remaining(), 0);
 }
 
 #[tokio::test]
@@ -103,7 +103,7 @@ async fn the_fixed_window_decides_as_the_local_one() {
     let redis = limiter(RedisAlgorithm::FixedWindow(quota), &prefix("fw")).await;
     for cost in [1, 2, 1, 4] {
         let want = local.check_n(cost);
-        let got = redis.check("acme", cost).await.unwrap();
+        let got = redis.try_check("acme", cost).await.unwrap();
         assert_eq!(got.is_allowed(), want.is_allowed(), "cost {cost}");
         assert_eq!(
             got.remaining(),
@@ -133,7 +133,7 @@ async fn the_sliding_window_decides_as_the_local_one() {
     .await;
     for cost in [1, 2, 2, 1, 5, 0] {
         let want = local.check_n(cost);
-        let got = redis.check("acme", cost).await.unwrap();
+        let got = redis.try_check("acme", cost).await.unwrap();
         assert_eq!(
             got.is_allowed(),
             want.is_allowed(),
@@ -165,7 +165,7 @@ async fn replicas_share_one_limit_and_keys_expire() {
     let mut allowed = 0;
     for i in 0..30 {
         if replicas[i % 3]
-            .check("tenant", 1)
+            .try_check("tenant", 1)
             .await
             .unwrap()
             .is_allowed()
@@ -197,13 +197,13 @@ async fn a_flushed_script_cache_is_survived() {
         &prefix("flush"),
     )
     .await;
-    assert!(redis.check("k", 1).await.unwrap().is_allowed());
+    assert!(redis.try_check("k", 1).await.unwrap().is_allowed());
     let () = redis::cmd("SCRIPT")
         .arg("FLUSH")
         .query_async(&mut raw().await)
         .await
         .unwrap();
-    let d = redis.check("k", 1).await.unwrap();
+    let d = redis.try_check("k", 1).await.unwrap();
     assert!(d.is_allowed());
     assert_eq!(d.remaining(), 1, "state kept across the reload");
 }
@@ -236,6 +236,7 @@ async fn a_server_that_never_answers_costs_the_deadline_not_a_hang() {
     let built = RedisLimiter::builder(
         format!("redis://{addr}/"),
         RedisAlgorithm::TokenBucket(Quota::per_second(1)),
+        OutagePolicy::FailOpen,
     )
     .deadline(Duration::from_millis(50))
     .connect()
@@ -262,7 +263,7 @@ async fn settings_that_cannot_work_are_refused() {
             buckets: 0,
         },
     ] {
-        let built = RedisLimiter::builder(redis_url(), algorithm)
+        let built = RedisLimiter::builder(redis_url(), algorithm, OutagePolicy::FailClosed)
             .connect()
             .await;
         assert!(
@@ -286,7 +287,7 @@ async fn every_algorithm_lets_requests_through_again_once_time_passes() {
         let mut passed = 0;
         let mut refused = None;
         for _ in 0..12 {
-            let d = redis.check("k", 1).await.unwrap();
+            let d = redis.try_check("k", 1).await.unwrap();
             if d.is_allowed() {
                 passed += 1;
             } else {
@@ -311,7 +312,7 @@ async fn every_algorithm_lets_requests_through_again_once_time_passes() {
         );
         tokio::time::sleep(wait + Duration::from_millis(5)).await;
         assert!(
-            redis.check("k", 1).await.unwrap().is_allowed(),
+            redis.try_check("k", 1).await.unwrap().is_allowed(),
             "{algorithm:?}: still refused after the retry delay"
         );
     }

@@ -21,26 +21,40 @@
 //! use maas_ratelimit::redis::{RedisAlgorithm, RedisLimiter};
 //!
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let limiter = RedisLimiter::builder("redis://127.0.0.1:6379", RedisAlgorithm::TokenBucket(Quota::per_minute(600)))
-//!     .prefix("maas:tenants")
-//!     .connect()
-//!     .await?;
-//! let d = limiter.check("acme", 1).await?;
+//! use maas_ratelimit::redis::OutagePolicy;
+//! let limiter = RedisLimiter::builder(
+//!     "redis://127.0.0.1:6379",
+//!     RedisAlgorithm::TokenBucket(Quota::per_minute(600)),
+//!     // While Redis is away, each of 3 replicas allows 200 per minute on its own.
+//!     OutagePolicy::LocalShare { replicas: 3 },
+//! )
+//! .prefix("maas:tenants")
+//! .connect()
+//! .await?;
+//! let d = limiter.check("acme", 1).await;
 //! println!("allowed: {}, remaining: {}", d.is_allowed(), d.remaining());
 //! # Ok(()) }
 //! ```
 //!
+//! While Redis does not answer, the limiter answers by the [`OutagePolicy`] chosen at build —
+//! fail open, fail closed, or a local share of the limit — behind a small breaker: after a
+//! failure Redis is left alone for the probe interval, so an outage costs no request a
+//! timeout, and the first successful probe returns to Redis.
+//!
 //! This is the per-request form: one round trip per check. Local token leases (the fast
-//! path for hot keys), the outage policy and the tower layer's use of it are the next steps
-//! (issue 13).
+//! path for hot keys), metrics and the tower layer's use of it are the next steps (issue 13).
 
+mod outage;
 mod script;
+
+pub use outage::OutagePolicy;
 
 use std::time::Duration;
 
 use ::redis::aio::ConnectionManager;
 
-use crate::{Decision, Quota};
+use crate::{Decision, KeyedLimiter, Limiter, Quota};
+use outage::{Outage, Route};
 
 /// Which algorithm a [`RedisLimiter`] runs, with its quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +97,8 @@ pub enum RedisLimitError {
 pub struct RedisLimiterBuilder {
     url: String,
     algorithm: RedisAlgorithm,
+    policy: OutagePolicy,
+    probe_every: Duration,
     prefix: String,
     deadline: Duration,
 }
@@ -102,6 +118,10 @@ pub struct RedisLimiter {
     capacity: u64,
     /// Sub-buckets of a sliding window (none for the others).
     buckets: Option<u32>,
+    policy: OutagePolicy,
+    outage: std::sync::Arc<Outage>,
+    /// `LocalShare`'s in-memory limiter.
+    local: Option<std::sync::Arc<dyn Limiter<str>>>,
 }
 
 impl std::fmt::Debug for RedisLimiter {
@@ -115,24 +135,35 @@ impl std::fmt::Debug for RedisLimiter {
 }
 
 impl RedisLimiter {
-    /// Starts configuring a limiter on the Redis at `url` (`redis://host:port/db`).
-    pub fn builder(url: impl Into<String>, algorithm: RedisAlgorithm) -> RedisLimiterBuilder {
+    /// Starts configuring a limiter on the Redis at `url` (`redis://host:port/db`), which
+    /// answers by `policy` while Redis does not (there is no default: see [`OutagePolicy`]).
+    pub fn builder(
+        url: impl Into<String>,
+        algorithm: RedisAlgorithm,
+        policy: OutagePolicy,
+    ) -> RedisLimiterBuilder {
         RedisLimiterBuilder {
             url: url.into(),
             algorithm,
+            policy,
+            probe_every: Duration::from_millis(250),
             prefix: "maas:ratelimit".to_owned(),
             deadline: Duration::from_millis(50),
         }
     }
 
-    /// Checks `cost` units for `key`, consuming them when the request passes.
+    /// Checks `cost` units for `key`, consuming them when the request passes. While Redis
+    /// is unreachable, slow or failing, the limiter answers by its [`OutagePolicy`]: after a
+    /// failed call Redis is not asked again for the probe interval (default 250 ms), so an
+    /// outage costs requests nothing; then one call probes it, and a success returns to
+    /// Redis at once. Each change is a `tracing` event (target `maas_ratelimit`).
     ///
     /// # Cancel safety
     ///
     /// Dropping the future may leave the units consumed (the script may have run); the
     /// request is then counted without passing, which errs on the side of the limit.
-    pub async fn check(&self, key: &str, cost: u64) -> Result<Decision, RedisLimitError> {
-        self.run(key, cost, true).await
+    pub async fn check(&self, key: &str, cost: u64) -> Decision {
+        self.decide(key, cost, true).await
     }
 
     /// What [`check`](RedisLimiter::check) would answer, consuming nothing.
@@ -140,8 +171,66 @@ impl RedisLimiter {
     /// # Cancel safety
     ///
     /// Cancel safe: it changes nothing.
-    pub async fn peek(&self, key: &str, cost: u64) -> Result<Decision, RedisLimitError> {
+    pub async fn peek(&self, key: &str, cost: u64) -> Decision {
+        self.decide(key, cost, false).await
+    }
+
+    /// Like [`check`](RedisLimiter::check), but Redis only: an outage is an error (and is
+    /// not recorded by the outage breaker).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`check`](RedisLimiter::check).
+    pub async fn try_check(&self, key: &str, cost: u64) -> Result<Decision, RedisLimitError> {
+        self.run(key, cost, true).await
+    }
+
+    /// Like [`peek`](RedisLimiter::peek), but Redis only: an outage is an error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it changes nothing.
+    pub async fn try_peek(&self, key: &str, cost: u64) -> Result<Decision, RedisLimitError> {
         self.run(key, cost, false).await
+    }
+
+    /// Whether the limiter answers by its outage policy right now.
+    pub fn is_degraded(&self) -> bool {
+        self.outage.is_down()
+    }
+
+    async fn decide(&self, key: &str, cost: u64, consume: bool) -> Decision {
+        let route = self.outage.route(std::time::Instant::now());
+        if let Route::Redis { probe } = route {
+            match self.run(key, cost, consume).await {
+                Ok(d) => {
+                    if self.outage.succeeded() {
+                        tracing::info!(target: "maas_ratelimit", prefix = %self.prefix, "Redis answers again; limiting through it");
+                    }
+                    return d;
+                }
+                Err(e) => {
+                    if self.outage.failed(std::time::Instant::now()) || probe {
+                        tracing::warn!(target: "maas_ratelimit", prefix = %self.prefix, error = %e, policy = ?self.policy, "Redis is not answering; limiting by the outage policy");
+                    }
+                }
+            }
+        }
+        match (
+            &self.local,
+            outage::fixed_answer(self.policy, self.limit, self.outage.probe_every()),
+        ) {
+            (_, Some(d)) => d,
+            (Some(local), None) if consume => local.check_key(key, cost),
+            (Some(local), None) => local.peek_key(key, cost),
+            // LocalShare always has its limiter; refusing is the safe answer otherwise.
+            (None, None) => Decision::rejected(
+                self.limit,
+                0,
+                Duration::ZERO,
+                Some(self.outage.probe_every()),
+            ),
+        }
     }
 
     /// The Redis key that holds `key`'s state.
@@ -181,6 +270,13 @@ impl RedisLimiterBuilder {
     /// limits never share state.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        self
+    }
+
+    /// How long Redis is left alone after a failed call before one call probes it again
+    /// (default 250 ms; at least 1 ms).
+    pub fn probe_every(mut self, every: Duration) -> Self {
+        self.probe_every = every;
         self
     }
 
@@ -240,6 +336,45 @@ impl RedisLimiterBuilder {
         }
     }
 
+    /// `LocalShare`'s in-memory limiter: the same algorithm with the limit (and burst)
+    /// divided by the replicas, at least 1.
+    fn local_share(&self) -> Result<Option<std::sync::Arc<dyn Limiter<str>>>, RedisLimitError> {
+        let OutagePolicy::LocalShare { replicas } = self.policy else {
+            return Ok(None);
+        };
+        if replicas == 0 {
+            return Err(RedisLimitError::Config(
+                "LocalShare needs at least one replica",
+            ));
+        }
+        let share = |q: Quota| {
+            let n = u64::from(replicas);
+            Quota::new((q.limit() / n).max(1), q.period()).with_burst((q.burst() / n).max(1))
+        };
+        let bad = |_| RedisLimitError::Config("the local share of the quota is invalid");
+        let local: std::sync::Arc<dyn Limiter<str>> = match self.algorithm {
+            RedisAlgorithm::TokenBucket(q) => std::sync::Arc::new(
+                KeyedLimiter::token_bucket(share(q))
+                    .build::<String>()
+                    .map_err(bad)?,
+            ),
+            RedisAlgorithm::FixedWindow(q) => std::sync::Arc::new(
+                KeyedLimiter::fixed_window(share(q))
+                    .build::<String>()
+                    .map_err(bad)?,
+            ),
+            RedisAlgorithm::SlidingWindow { quota, buckets } => std::sync::Arc::new(
+                KeyedLimiter::with_algorithm(
+                    crate::algorithm::SlidingWindowCore::with_buckets(buckets),
+                    share(quota),
+                )
+                .build::<String>()
+                .map_err(bad)?,
+            ),
+        };
+        Ok(Some(local))
+    }
+
     /// Validates the settings and connects (through the `redis` crate's reconnecting
     /// manager: a dropped connection is re-established in the background).
     ///
@@ -248,6 +383,7 @@ impl RedisLimiterBuilder {
     /// Cancel safe: dropping the future drops the connection being opened.
     pub async fn connect(self) -> Result<RedisLimiter, RedisLimitError> {
         let (limit, step_us, capacity, buckets) = self.validated()?;
+        let local = self.local_share()?;
         let client = ::redis::Client::open(self.url.as_str())?;
         let conn = tokio::time::timeout(
             self.deadline.max(Duration::from_secs(2)),
@@ -269,6 +405,11 @@ impl RedisLimiterBuilder {
             step_us,
             capacity,
             buckets,
+            policy: self.policy,
+            outage: std::sync::Arc::new(Outage::new(
+                self.probe_every.max(Duration::from_millis(1)),
+            )),
+            local,
         })
     }
 }
