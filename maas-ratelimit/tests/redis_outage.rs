@@ -7,7 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use maas_ratelimit::Quota;
-use maas_ratelimit::redis::{OutagePolicy, RedisAlgorithm, RedisLimiter};
+use maas_ratelimit::redis::{OutagePolicy, RedisAlgorithm, RedisLimiter, RedisMetrics};
+use prometheus::{Encoder, Registry, TextEncoder};
 
 /// A redis-server of the test's own; killed when dropped.
 struct OwnRedis {
@@ -78,6 +79,19 @@ impl Drop for OwnRedis {
 
 const DEADLINE: Duration = Duration::from_millis(50);
 
+/// The value of the series starting with `prefix`, 0 when absent.
+fn value(registry: &Registry, prefix: &str) -> f64 {
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut out)
+        .unwrap();
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .map_or(0.0, |l| l.rsplit(' ').next().unwrap().parse().unwrap())
+}
+
 /// Calls `check` `n` times; every call within the deadline plus scheduling slack.
 async fn timed_checks(limiter: &RedisLimiter, key: &str, n: usize) -> Vec<bool> {
     let mut out = Vec::new();
@@ -103,10 +117,13 @@ async fn each_policy_answers_through_an_outage_and_redis_takes_over_again() {
         OutagePolicy::FailClosed,
         OutagePolicy::LocalShare { replicas: 4 },
     ];
+    let registry = Registry::new();
+    let metrics = RedisMetrics::register(&registry).unwrap();
     let mut limiters = Vec::new();
-    for policy in policies {
+    for (i, policy) in policies.into_iter().enumerate() {
         let l = RedisLimiter::builder(redis.url(), RedisAlgorithm::TokenBucket(quota), policy)
-            .prefix(format!("outage:{policy:?}"))
+            .prefix(format!("outage-{i}"))
+            .metrics(&metrics)
             .deadline(DEADLINE)
             .probe_every(Duration::from_millis(100))
             .connect()
@@ -136,6 +153,34 @@ async fn each_policy_answers_through_an_outage_and_redis_takes_over_again() {
         }
     }
 
+    // The metrics saw it: calls answered, then failed calls, policy answers, degraded.
+    let ok = value(
+        &registry,
+        "maas_ratelimit_redis_calls_total{limiter=\"outage-0\",outcome=\"ok\"}",
+    );
+    let failed = value(
+        &registry,
+        "maas_ratelimit_redis_calls_total{limiter=\"outage-0\",outcome=\"error\"}",
+    ) + value(
+        &registry,
+        "maas_ratelimit_redis_calls_total{limiter=\"outage-0\",outcome=\"timeout\"}",
+    );
+    assert_eq!(ok, 9.0);
+    assert!(failed >= 1.0, "no failed call counted");
+    assert!(
+        value(
+            &registry,
+            "maas_ratelimit_redis_policy_answers_total{limiter=\"outage-0\"}"
+        ) >= 6.0
+    );
+    assert_eq!(
+        value(
+            &registry,
+            "maas_ratelimit_redis_degraded{limiter=\"outage-0\"}"
+        ),
+        1.0
+    );
+
     redis.spawn();
     let back = Instant::now();
     for (policy, l) in &limiters {
@@ -152,4 +197,11 @@ async fn each_policy_answers_through_an_outage_and_redis_takes_over_again() {
         let d = l.try_check("again", 1).await.expect("through Redis");
         assert_eq!(d.remaining(), 7, "{policy:?}");
     }
+    assert_eq!(
+        value(
+            &registry,
+            "maas_ratelimit_redis_degraded{limiter=\"outage-0\"}"
+        ),
+        0.0
+    );
 }

@@ -44,9 +44,14 @@
 //! This is the per-request form: one round trip per check. Local token leases (the fast
 //! path for hot keys), metrics and the tower layer's use of it are the next steps (issue 13).
 
+#[cfg(feature = "prometheus")]
+mod metrics;
+mod observer;
 mod outage;
 mod script;
 
+#[cfg(feature = "prometheus")]
+pub use metrics::RedisMetrics;
 pub use outage::OutagePolicy;
 
 use std::time::Duration;
@@ -54,6 +59,7 @@ use std::time::Duration;
 use ::redis::aio::ConnectionManager;
 
 use crate::{Decision, KeyedLimiter, Limiter, Quota};
+use observer::{CallOutcome, Observer};
 use outage::{Outage, Route};
 
 /// Which algorithm a [`RedisLimiter`] runs, with its quota.
@@ -99,6 +105,8 @@ pub struct RedisLimiterBuilder {
     algorithm: RedisAlgorithm,
     policy: OutagePolicy,
     probe_every: Duration,
+    #[cfg(feature = "prometheus")]
+    metrics: Option<RedisMetrics>,
     prefix: String,
     deadline: Duration,
 }
@@ -122,6 +130,7 @@ pub struct RedisLimiter {
     outage: std::sync::Arc<Outage>,
     /// `LocalShare`'s in-memory limiter.
     local: Option<std::sync::Arc<dyn Limiter<str>>>,
+    observer: std::sync::Arc<Observer>,
 }
 
 impl std::fmt::Debug for RedisLimiter {
@@ -147,6 +156,8 @@ impl RedisLimiter {
             algorithm,
             policy,
             probe_every: Duration::from_millis(250),
+            #[cfg(feature = "prometheus")]
+            metrics: None,
             prefix: "maas:ratelimit".to_owned(),
             deadline: Duration::from_millis(50),
         }
@@ -205,17 +216,20 @@ impl RedisLimiter {
             match self.run(key, cost, consume).await {
                 Ok(d) => {
                     if self.outage.succeeded() {
+                        self.observer.degraded(false);
                         tracing::info!(target: "maas_ratelimit", prefix = %self.prefix, "Redis answers again; limiting through it");
                     }
                     return d;
                 }
                 Err(e) => {
                     if self.outage.failed(std::time::Instant::now()) || probe {
+                        self.observer.degraded(true);
                         tracing::warn!(target: "maas_ratelimit", prefix = %self.prefix, error = %e, policy = ?self.policy, "Redis is not answering; limiting by the outage policy");
                     }
                 }
             }
         }
+        self.observer.policy_answer();
         match (
             &self.local,
             outage::fixed_answer(self.policy, self.limit, self.outage.probe_every()),
@@ -254,9 +268,18 @@ impl RedisLimiter {
             // never see a number they cannot hold exactly.
             .arg(cost.min(self.capacity.saturating_add(1)))
             .arg(u8::from(consume));
-        let reply: Vec<i64> = tokio::time::timeout(self.deadline, call.invoke_async(&mut conn))
-            .await
-            .map_err(|_| RedisLimitError::Timeout(self.deadline))??;
+        let start = std::time::Instant::now();
+        let answered = tokio::time::timeout(self.deadline, call.invoke_async(&mut conn)).await;
+        let (outcome, reply) = match answered {
+            Err(_) => (
+                CallOutcome::Timeout,
+                Err(RedisLimitError::Timeout(self.deadline)),
+            ),
+            Ok(Err(e)) => (CallOutcome::Error, Err(RedisLimitError::Redis(e))),
+            Ok(Ok(r)) => (CallOutcome::Ok, Ok(r)),
+        };
+        self.observer.call(outcome, start.elapsed());
+        let reply: Vec<i64> = reply?;
         script::decision(self.limit, &reply).ok_or(RedisLimitError::Reply(reply))
     }
 }
@@ -277,6 +300,14 @@ impl RedisLimiterBuilder {
     /// (default 250 ms; at least 1 ms).
     pub fn probe_every(mut self, every: Duration) -> Self {
         self.probe_every = every;
+        self
+    }
+
+    /// Reports calls, their latency and the outage state into `metrics`, labelled with this
+    /// limiter's prefix (feature `prometheus`).
+    #[cfg(feature = "prometheus")]
+    pub fn metrics(mut self, metrics: &RedisMetrics) -> Self {
+        self.metrics = Some(metrics.clone());
         self
     }
 
@@ -396,6 +427,10 @@ impl RedisLimiterBuilder {
             RedisAlgorithm::FixedWindow(_) => script::FIXED_WINDOW,
             RedisAlgorithm::SlidingWindow { .. } => script::SLIDING_WINDOW,
         };
+        let observer = std::sync::Arc::new(Observer {
+            #[cfg(feature = "prometheus")]
+            handles: self.metrics.as_ref().map(|m| m.handles(&self.prefix)),
+        });
         Ok(RedisLimiter {
             conn,
             script: std::sync::Arc::new(::redis::Script::new(source)),
@@ -410,6 +445,7 @@ impl RedisLimiterBuilder {
                 self.probe_every.max(Duration::from_millis(1)),
             )),
             local,
+            observer,
         })
     }
 }
