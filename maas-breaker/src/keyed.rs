@@ -146,9 +146,8 @@ impl<K, C: Clock + Clone> KeyedCircuitBreakerBuilder<K, C> {
 }
 
 impl<K: Hash + Eq + Display, C: Clock + Clone> Keyed<K, C> {
-    /// The breaker for `key`, created on first use. When `max_keys` breakers exist and
-    /// none can be forgotten, the shared overflow breaker.
-    pub fn get<Q>(&self, key: &Q) -> CircuitBreaker<C>
+    /// See [`KeyedCircuitBreaker::get`].
+    fn get<Q>(&self, key: &Q) -> CircuitBreaker<C>
     where
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
@@ -221,10 +220,8 @@ impl<K: Hash + Eq + Display, C: Clock + Clone> Keyed<K, C> {
         }
     }
 
-    /// Forgets every breaker idle for `idle_timeout` that holds nothing worth keeping;
-    /// returns how many. Call it periodically to keep memory low; new keys also trigger it
-    /// when the bound is reached.
-    pub fn evict_idle(&self) -> usize {
+    /// See [`KeyedCircuitBreaker::evict_idle`].
+    fn evict_idle(&self) -> usize {
         let now = self.clock.now_nanos();
         let mut map = self
             .breakers
@@ -233,8 +230,8 @@ impl<K: Hash + Eq + Display, C: Clock + Clone> Keyed<K, C> {
         self.evict(&mut map, now)
     }
 
-    /// Number of keys with a breaker now.
-    pub fn len(&self) -> usize {
+    /// See [`KeyedCircuitBreaker::len`].
+    fn len(&self) -> usize {
         self.breakers
             .read()
             .unwrap_or_else(PoisonError::into_inner)

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use maas_ratelimit::clock::ManualClock;
 use maas_ratelimit::redis::{OutagePolicy, RedisAlgorithm, RedisLimitError, RedisLimiter};
-use maas_ratelimit::{FixedWindow, Quota, SlidingWindow, TokenBucket};
+use maas_ratelimit::{Decision, FixedWindow, Quota, SlidingWindow, TokenBucket};
 
 /// URL of the test Redis (override: `MAAS_TEST_REDIS`).
 fn redis_url() -> String {
@@ -46,6 +46,27 @@ async fn raw() -> redis::aio::MultiplexedConnection {
         .expect("Redis")
 }
 
+/// The Redis decision `got` says what the local limiter's `want` says: allowed or not, what
+/// remains, the limit, and whether the request can ever pass.
+fn assert_same(got: &Decision, want: &Decision, cost: u64) {
+    assert_eq!(
+        got.is_allowed(),
+        want.is_allowed(),
+        "cost {cost}: {got:?} vs {want:?}"
+    );
+    assert_eq!(
+        got.remaining(),
+        want.remaining(),
+        "cost {cost}: {got:?} vs {want:?}"
+    );
+    assert_eq!(
+        got.limit(),
+        want.limit(),
+        "cost {cost}: {got:?} vs {want:?}"
+    );
+    assert_eq!(got.can_never_pass(), want.can_never_pass(), "cost {cost}");
+}
+
 fn close(a: Duration, b: Duration) -> bool {
     a.abs_diff(b) < Duration::from_secs(1)
 }
@@ -63,18 +84,7 @@ async fn the_token_bucket_decides_as_the_local_one() {
     for cost in [1, 1, 2, 1, 1, 6, 0] {
         let want = local.check_n(cost);
         let got = redis.try_check("acme", cost).await.unwrap();
-        assert_eq!(
-            got.is_allowed(),
-            want.is_allowed(),
-            "cost {cost}: {got:?} vs {want:?}"
-        );
-        assert_eq!(
-            got.remaining(),
-            want.remaining(),
-            "cost {cost}: {got:?} vs {want:?}"
-        );
-        assert_eq!(got.limit(), want.limit());
-        assert_eq!(got.can_never_pass(), want.can_never_pass(), "cost {cost}");
+        assert_same(&got, &want, cost);
         assert!(
             close(got.reset_after(), want.reset_after()),
             "{got:?} vs {want:?}"
@@ -104,13 +114,7 @@ async fn the_fixed_window_decides_as_the_local_one() {
     for cost in [1, 2, 1, 4] {
         let want = local.check_n(cost);
         let got = redis.try_check("acme", cost).await.unwrap();
-        assert_eq!(got.is_allowed(), want.is_allowed(), "cost {cost}");
-        assert_eq!(
-            got.remaining(),
-            want.remaining(),
-            "cost {cost}: {got:?} vs {want:?}"
-        );
-        assert_eq!(got.can_never_pass(), want.can_never_pass(), "cost {cost}");
+        assert_same(&got, &want, cost);
         if let Some(r) = got.retry_after() {
             // Until the end of the server's current window: at most the period.
             assert!(r <= Duration::from_secs(3600), "{r:?}");
@@ -134,17 +138,7 @@ async fn the_sliding_window_decides_as_the_local_one() {
     for cost in [1, 2, 2, 1, 5, 0] {
         let want = local.check_n(cost);
         let got = redis.try_check("acme", cost).await.unwrap();
-        assert_eq!(
-            got.is_allowed(),
-            want.is_allowed(),
-            "cost {cost}: {got:?} vs {want:?}"
-        );
-        assert_eq!(
-            got.remaining(),
-            want.remaining(),
-            "cost {cost}: {got:?} vs {want:?}"
-        );
-        assert_eq!(got.can_never_pass(), want.can_never_pass(), "cost {cost}");
+        assert_same(&got, &want, cost);
         if let Some(r) = got.retry_after() {
             // The oldest bucket leaves between W and W + one bucket after it filled.
             assert!(r <= Duration::from_secs(3600 + 360), "{r:?}");

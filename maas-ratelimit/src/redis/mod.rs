@@ -119,10 +119,9 @@ pub struct RedisLimiter {
     script: std::sync::Arc<::redis::Script>,
     prefix: String,
     deadline: Duration,
-    limit: u64,
     /// Token interval (token bucket), window (fixed window) or bucket (sliding window), µs.
     step_us: u64,
-    /// Capacity (token bucket) or limit (windows).
+    /// Capacity (token bucket) or limit (windows): the `limit` of its decisions.
     capacity: u64,
     /// Sub-buckets of a sliding window (none for the others).
     buckets: Option<u32>,
@@ -137,7 +136,7 @@ impl std::fmt::Debug for RedisLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisLimiter")
             .field("prefix", &self.prefix)
-            .field("limit", &self.limit)
+            .field("limit", &self.capacity)
             .field("deadline", &self.deadline)
             .finish_non_exhaustive()
     }
@@ -230,19 +229,13 @@ impl RedisLimiter {
             }
         }
         self.observer.policy_answer();
-        match (
-            &self.local,
-            outage::fixed_answer(self.policy, self.limit, self.outage.probe_every()),
-        ) {
-            (_, Some(d)) => d,
-            (Some(local), None) if consume => local.check_key(key, cost),
-            (Some(local), None) => local.peek_key(key, cost),
-            // LocalShare always has its limiter; refusing is the safe answer otherwise.
-            (None, None) => Decision::rejected(
-                self.limit,
-                0,
-                Duration::ZERO,
-                Some(self.outage.probe_every()),
+        match &self.local {
+            Some(local) if consume => local.check_key(key, cost),
+            Some(local) => local.peek_key(key, cost),
+            None => outage::fixed_answer(
+                self.policy == OutagePolicy::FailOpen,
+                self.capacity,
+                self.outage.probe_every(),
             ),
         }
     }
@@ -280,7 +273,7 @@ impl RedisLimiter {
         };
         self.observer.call(outcome, start.elapsed());
         let reply: Vec<i64> = reply?;
-        script::decision(self.limit, &reply).ok_or(RedisLimitError::Reply(reply))
+        script::decision(self.capacity, &reply).ok_or(RedisLimitError::Reply(reply))
     }
 }
 
@@ -317,8 +310,9 @@ impl RedisLimiterBuilder {
         self
     }
 
-    /// `(limit, step µs, capacity, buckets)`.
-    fn validated(&self) -> Result<(u64, u64, u64, Option<u32>), RedisLimitError> {
+    /// `(capacity, step µs, buckets)`: the capacity is the bucket's burst or the window's
+    /// limit, the step the token interval, the window or the sub-bucket.
+    fn validated(&self) -> Result<(u64, u64, Option<u32>), RedisLimitError> {
         if self.deadline.is_zero() {
             return Err(RedisLimitError::Config(
                 "the deadline must be longer than zero",
@@ -348,7 +342,7 @@ impl RedisLimiterBuilder {
                     "the burst times the refill interval must stay under 100 years",
                 ));
             }
-            Ok((capacity, interval, capacity, None))
+            Ok((capacity, interval, None))
         } else if let RedisAlgorithm::SlidingWindow { buckets, .. } = self.algorithm {
             if buckets == 0 {
                 return Err(RedisLimitError::Config(
@@ -361,9 +355,9 @@ impl RedisLimiterBuilder {
                     "a sliding window's bucket must be at least 1 µs",
                 ));
             }
-            Ok((quota.limit(), bucket, quota.limit(), Some(buckets)))
+            Ok((quota.limit(), bucket, Some(buckets)))
         } else {
-            Ok((quota.limit(), period, quota.limit(), None))
+            Ok((quota.limit(), period, None))
         }
     }
 
@@ -413,7 +407,7 @@ impl RedisLimiterBuilder {
     ///
     /// Cancel safe: dropping the future drops the connection being opened.
     pub async fn connect(self) -> Result<RedisLimiter, RedisLimitError> {
-        let (limit, step_us, capacity, buckets) = self.validated()?;
+        let (capacity, step_us, buckets) = self.validated()?;
         let local = self.local_share()?;
         let client = ::redis::Client::open(self.url.as_str())?;
         let conn = tokio::time::timeout(
@@ -436,7 +430,6 @@ impl RedisLimiterBuilder {
             script: std::sync::Arc::new(::redis::Script::new(source)),
             prefix: self.prefix,
             deadline: self.deadline,
-            limit,
             step_us,
             capacity,
             buckets,

@@ -107,19 +107,13 @@ impl Outage {
     }
 }
 
-/// The decision of a fail-open or fail-closed policy (`None` for `LocalShare`, which asks
-/// its local limiter).
-pub(crate) fn fixed_answer(
-    policy: OutagePolicy,
-    limit: u64,
-    probe_every: Duration,
-) -> Option<Decision> {
-    match policy {
-        OutagePolicy::FailOpen => Some(Decision::allowed(limit, limit, Duration::ZERO)),
-        OutagePolicy::FailClosed => {
-            Some(Decision::rejected(limit, 0, probe_every, Some(probe_every)))
-        }
-        OutagePolicy::LocalShare { .. } => None,
+/// What the fail-open (`open`) or fail-closed policy answers; `LocalShare` asks its local
+/// limiter instead.
+pub(crate) fn fixed_answer(open: bool, limit: u64, probe_every: Duration) -> Decision {
+    if open {
+        Decision::allowed(limit, limit, Duration::ZERO)
+    } else {
+        Decision::rejected(limit, 0, probe_every, Some(probe_every))
     }
 }
 
@@ -152,13 +146,9 @@ mod tests {
     #[test]
     fn fixed_policies_answer_without_redis() {
         let p = Duration::from_millis(250);
-        assert!(
-            fixed_answer(OutagePolicy::FailOpen, 5, p)
-                .unwrap()
-                .is_allowed()
-        );
-        let closed = fixed_answer(OutagePolicy::FailClosed, 5, p).unwrap();
+        assert!(fixed_answer(true, 5, p).is_allowed());
+        let closed = fixed_answer(false, 5, p);
+        assert!(!closed.is_allowed());
         assert_eq!(closed.retry_after(), Some(p));
-        assert!(fixed_answer(OutagePolicy::LocalShare { replicas: 3 }, 5, p).is_none());
     }
 }
