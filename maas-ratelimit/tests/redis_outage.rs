@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use maas_ratelimit::Quota;
-use maas_ratelimit::redis::{OutagePolicy, RedisAlgorithm, RedisLimiter, RedisMetrics};
+use maas_ratelimit::redis::{OutagePolicy, RedisAlgorithm, RedisLimiter, RedisMetrics, Replicas};
 use prometheus::{Encoder, Registry, TextEncoder};
 
 /// A redis-server of the test's own; killed when dropped.
@@ -115,7 +115,9 @@ async fn each_policy_answers_through_an_outage_and_redis_takes_over_again() {
     let policies = [
         OutagePolicy::FailOpen,
         OutagePolicy::FailClosed,
-        OutagePolicy::LocalShare { replicas: 4 },
+        OutagePolicy::LocalShare {
+            replicas: Replicas::Fixed(4),
+        },
     ];
     let registry = Registry::new();
     let metrics = RedisMetrics::register(&registry).unwrap();

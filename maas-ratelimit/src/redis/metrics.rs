@@ -7,6 +7,11 @@
 //! | `maas_ratelimit_redis_call_seconds` | histogram: one script call, answered or not | `limiter` |
 //! | `maas_ratelimit_redis_policy_answers_total` | counter: checks answered by the outage policy | `limiter` |
 //! | `maas_ratelimit_redis_degraded` | gauge: 1 while answering by the outage policy | `limiter` |
+//! | `maas_ratelimit_redis_lease_answers_total` | counter: checks answered from a lease, without a call | `limiter` |
+//! | `maas_ratelimit_redis_lease_refills_total` | counter: calls that took or topped up a lease | `limiter` |
+//! | `maas_ratelimit_redis_leased_units_total` | counter: units granted to leases | `limiter` |
+//! | `maas_ratelimit_redis_lease_returns_total` | counter: leases given back (idle key, shutdown) | `limiter` |
+//! | `maas_ratelimit_redis_returned_units_total` | counter: units Redis took back from leases | `limiter` |
 //!
 //! `limiter` is the limiter's key prefix: one value per configured limit, never a key.
 //!
@@ -40,6 +45,15 @@ pub struct RedisMetrics {
     latency: HistogramVec,
     policy: IntCounterVec,
     degraded: IntGaugeVec,
+    lease_answers: IntCounterVec,
+    refills: IntCounterVec,
+    leased: IntCounterVec,
+    returns: IntCounterVec,
+    returned: IntCounterVec,
+}
+
+fn counter(name: &str, help: &str) -> Result<IntCounterVec, prometheus::Error> {
+    IntCounterVec::new(Opts::new(name, help), &["limiter"])
 }
 
 impl RedisMetrics {
@@ -75,11 +89,40 @@ impl RedisMetrics {
                 ),
                 &["limiter"],
             )?,
+            lease_answers: counter(
+                "maas_ratelimit_redis_lease_answers_total",
+                "Checks answered from a local lease, without a call to Redis.",
+            )?,
+            refills: counter(
+                "maas_ratelimit_redis_lease_refills_total",
+                "Calls to Redis that took or topped up a lease.",
+            )?,
+            leased: counter(
+                "maas_ratelimit_redis_leased_units_total",
+                "Units granted to local leases.",
+            )?,
+            returns: counter(
+                "maas_ratelimit_redis_lease_returns_total",
+                "Leases given back to Redis (idle key or shutdown).",
+            )?,
+            returned: counter(
+                "maas_ratelimit_redis_returned_units_total",
+                "Units Redis took back from leases given back.",
+            )?,
         };
         registry.register(Box::new(m.calls.clone()))?;
         registry.register(Box::new(m.latency.clone()))?;
         registry.register(Box::new(m.policy.clone()))?;
         registry.register(Box::new(m.degraded.clone()))?;
+        for c in [
+            &m.lease_answers,
+            &m.refills,
+            &m.leased,
+            &m.returns,
+            &m.returned,
+        ] {
+            registry.register(Box::new(c.clone()))?;
+        }
         Ok(m)
     }
 
@@ -93,6 +136,11 @@ impl RedisMetrics {
             latency: self.latency.with_label_values(&[limiter]),
             policy: self.policy.with_label_values(&[limiter]),
             degraded,
+            lease_answers: self.lease_answers.with_label_values(&[limiter]),
+            refills: self.refills.with_label_values(&[limiter]),
+            leased: self.leased.with_label_values(&[limiter]),
+            returns: self.returns.with_label_values(&[limiter]),
+            returned: self.returned.with_label_values(&[limiter]),
         }
     }
 }
@@ -106,6 +154,11 @@ pub(crate) struct Handles {
     latency: Histogram,
     policy: IntCounter,
     degraded: IntGauge,
+    lease_answers: IntCounter,
+    refills: IntCounter,
+    leased: IntCounter,
+    returns: IntCounter,
+    returned: IntCounter,
 }
 
 impl Handles {
@@ -121,6 +174,20 @@ impl Handles {
 
     pub(crate) fn policy_answer(&self) {
         self.policy.inc();
+    }
+
+    pub(crate) fn lease_answer(&self) {
+        self.lease_answers.inc();
+    }
+
+    pub(crate) fn refill(&self, granted: u64) {
+        self.refills.inc();
+        self.leased.inc_by(granted);
+    }
+
+    pub(crate) fn returned(&self, units: u64) {
+        self.returns.inc();
+        self.returned.inc_by(units);
     }
 
     pub(crate) fn degraded(&self, down: bool) {

@@ -2,65 +2,94 @@
 //!
 //! Each replica of a service that limits in memory lets a key through `N ×` its quota. A
 //! [`RedisLimiter`] keeps the state in Redis instead, so every replica answers from one
-//! count: one atomic Lua script per check (sent as `EVALSHA`, loaded again after a
-//! `NOSCRIPT`), the time read inside the script from the server's `TIME` — replicas with
-//! skewed clocks agree — and the key's expiry set in the same script, so no crash between two
-//! commands can leave a key that never expires.
+//! count: atomic Lua scripts (sent as `EVALSHA`, loaded again after a `NOSCRIPT`), the time
+//! read inside the script from the server's `TIME` — replicas with skewed clocks agree — and
+//! the key's expiry set in the same script, so no crash between two commands can leave a
+//! key that never expires.
 //!
-//! Keys are `<prefix>:{<key>}`: the braces are a Redis Cluster hash tag (a key's data lives in
-//! one slot); braces inside the key are escaped. Each call has a deadline (default 50 ms):
-//! past it the check fails with [`RedisLimitError::Timeout`] instead of holding the request.
+//! **Leases.** A round trip per check costs ~0.1 ms and caps a hot key at what one Redis
+//! can run. So by default a replica that sees a key often takes a *lease*: a share of the
+//! key's remaining units, taken from Redis in the same script call as a check, sized from
+//! its own observed rate. It answers the following checks from the lease without a round
+//! trip, tops the lease up before it runs dry, and gives unused units back when the key
+//! goes idle and on [`give_back_leases`](RedisLimiter::give_back_leases). A denial is
+//! cached until its exact retry time. The units outstanding in all replicas' leases of a
+//! key never exceed its maximum overshoot (default 1 % of the limit; no leases under 200 per
+//! window), which bounds the error both ways: in any window, the replicas together admit
+//! at most `limit + max_overshoot`, and, driven above the limit, at least
+//! `limit − max_overshoot`. See `docs/ratelimit.md`, "Across replicas".
+//!
+//! Keys are `<prefix>:{<key>}`: the braces are a Redis Cluster hash tag (a key's data and
+//! its leases live in one slot); braces inside the key are escaped. Each call has a
+//! deadline (default 50 ms): past it the check fails with [`RedisLimitError::Timeout`]
+//! instead of holding the request.
 //!
 //! Decisions have the same meaning as the local limiters' ([`Decision`]): the token bucket is
 //! the same GCRA as [`TokenBucket`](crate::TokenBucket), the fixed and sliding windows the
 //! same as [`FixedWindow`](crate::FixedWindow) and [`SlidingWindow`](crate::SlidingWindow),
-//! in whole microseconds.
+//! in whole microseconds. A decision answered from a lease reports the units left in Redis
+//! when the lease was taken plus those left in the lease.
 //!
 //! ```no_run
 //! use maas_ratelimit::Quota;
-//! use maas_ratelimit::redis::{RedisAlgorithm, RedisLimiter};
+//! use maas_ratelimit::redis::{OutagePolicy, RedisAlgorithm, RedisLimiter, Replicas};
 //!
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use maas_ratelimit::redis::OutagePolicy;
 //! let limiter = RedisLimiter::builder(
 //!     "redis://127.0.0.1:6379",
-//!     RedisAlgorithm::TokenBucket(Quota::per_minute(600)),
-//!     // While Redis is away, each of 3 replicas allows 200 per minute on its own.
-//!     OutagePolicy::LocalShare { replicas: 3 },
+//!     RedisAlgorithm::TokenBucket(Quota::per_minute(60_000)),
+//!     // While Redis is away, each replica allows its share of the limit on its own.
+//!     OutagePolicy::LocalShare { replicas: Replicas::Seen },
 //! )
 //! .prefix("maas:tenants")
 //! .connect()
 //! .await?;
 //! let d = limiter.check("acme", 1).await;
 //! println!("allowed: {}, remaining: {}", d.is_allowed(), d.remaining());
+//! // At shutdown: hand the unused lease units back to the other replicas.
+//! limiter.give_back_leases().await;
 //! # Ok(()) }
 //! ```
 //!
 //! While Redis does not answer, the limiter answers by the [`OutagePolicy`] chosen at build —
 //! fail open, fail closed, or a local share of the limit — behind a small breaker: after a
 //! failure Redis is left alone for the probe interval, so an outage costs no request a
-//! timeout, and the first successful probe returns to Redis.
-//!
-//! This is the per-request form: one round trip per check. Local token leases (the fast
-//! path for hot keys), metrics and the tower layer's use of it are the next steps (issue 13).
+//! timeout, and the first successful probe returns to Redis. Leases still running keep
+//! answering: their units were counted in Redis when they were taken.
 
+mod background;
+mod builder;
+mod call;
+mod lease;
+mod leases;
 #[cfg(feature = "prometheus")]
 mod metrics;
 mod observer;
 mod outage;
 mod script;
+mod share;
 
+pub use builder::RedisLimiterBuilder;
 #[cfg(feature = "prometheus")]
 pub use metrics::RedisMetrics;
-pub use outage::OutagePolicy;
+pub use outage::{OutagePolicy, Replicas};
 
+#[doc(hidden)]
+pub mod sim {
+    //! The lease state machine and the scripts' reply, exposed for the deterministic
+    //! simulation in this crate's tests. Not a stable interface.
+    pub use super::lease::{Reply, Sizing, Slot, Take};
+}
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use ::redis::aio::ConnectionManager;
-
-use crate::{Decision, KeyedLimiter, Limiter, Quota};
-use observer::{CallOutcome, Observer};
+use crate::Decision;
+use call::Caller;
+use lease::{Slot, Take};
+use leases::Leases;
 use outage::{Outage, Route};
+use share::LocalShare;
 
 /// Which algorithm a [`RedisLimiter`] runs, with its quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +109,8 @@ pub enum RedisAlgorithm {
     },
 }
 
+use crate::Quota;
+
 /// Why a Redis check did not give a decision.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -98,46 +129,48 @@ pub enum RedisLimitError {
     Reply(Vec<i64>),
 }
 
-/// Configures a [`RedisLimiter`].
-#[derive(Debug, Clone)]
-pub struct RedisLimiterBuilder {
-    url: String,
-    algorithm: RedisAlgorithm,
-    policy: OutagePolicy,
-    probe_every: Duration,
-    #[cfg(feature = "prometheus")]
-    metrics: Option<RedisMetrics>,
-    prefix: String,
-    deadline: Duration,
+/// One quota as the scripts take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Params {
+    /// Token interval (token bucket), window (fixed window) or bucket (sliding window), µs.
+    pub(crate) step_us: u64,
+    /// Capacity (token bucket) or limit (windows): the `limit` of its decisions.
+    pub(crate) capacity: u64,
+    /// Sub-buckets of a sliding window (none for the others).
+    pub(crate) buckets: Option<u32>,
+    /// The most units outstanding in leases of one key (0: no leases).
+    pub(crate) max_overshoot: u64,
 }
 
 /// A rate limiter whose state is in Redis, shared by every process that uses the same
-/// Redis, prefix and algorithm. Cheap to clone (clones share one reconnecting connection).
+/// Redis, prefix and algorithm. Cheap to clone (clones share one reconnecting connection
+/// and one set of leases).
 #[derive(Clone)]
 pub struct RedisLimiter {
-    conn: ConnectionManager,
-    script: std::sync::Arc<::redis::Script>,
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    caller: Caller,
     prefix: String,
-    deadline: Duration,
-    /// Token interval (token bucket), window (fixed window) or bucket (sliding window), µs.
-    step_us: u64,
-    /// Capacity (token bucket) or limit (windows): the `limit` of its decisions.
-    capacity: u64,
-    /// Sub-buckets of a sliding window (none for the others).
-    buckets: Option<u32>,
+    params: Params,
     policy: OutagePolicy,
-    outage: std::sync::Arc<Outage>,
+    outage: Outage,
     /// `LocalShare`'s in-memory limiter.
-    local: Option<std::sync::Arc<dyn Limiter<str>>>,
-    observer: std::sync::Arc<Observer>,
+    local: Option<LocalShare>,
+    /// Leases, unless the limiter runs one call per check.
+    leases: Option<Leases>,
+    /// This replica's id (in the lease records and the replica set).
+    replica: String,
 }
 
 impl std::fmt::Debug for RedisLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisLimiter")
-            .field("prefix", &self.prefix)
-            .field("limit", &self.capacity)
-            .field("deadline", &self.deadline)
+            .field("prefix", &self.inner.prefix)
+            .field("limit", &self.inner.params.capacity)
+            .field("deadline", &self.inner.caller.deadline)
+            .field("leases", &self.inner.leases.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -150,20 +183,12 @@ impl RedisLimiter {
         algorithm: RedisAlgorithm,
         policy: OutagePolicy,
     ) -> RedisLimiterBuilder {
-        RedisLimiterBuilder {
-            url: url.into(),
-            algorithm,
-            policy,
-            probe_every: Duration::from_millis(250),
-            #[cfg(feature = "prometheus")]
-            metrics: None,
-            prefix: "maas:ratelimit".to_owned(),
-            deadline: Duration::from_millis(50),
-        }
+        RedisLimiterBuilder::new(url.into(), algorithm, policy)
     }
 
-    /// Checks `cost` units for `key`, consuming them when the request passes. While Redis
-    /// is unreachable, slow or failing, the limiter answers by its [`OutagePolicy`]: after a
+    /// Checks `cost` units for `key`, consuming them when the request passes — from this
+    /// replica's lease of the key when it holds one, else in Redis. While Redis is
+    /// unreachable, slow or failing, the limiter answers by its [`OutagePolicy`]: after a
     /// failed call Redis is not asked again for the probe interval (default 250 ms), so an
     /// outage costs requests nothing; then one call probes it, and a success returns to
     /// Redis at once. Each change is a `tracing` event (target `maas_ratelimit`).
@@ -171,12 +196,14 @@ impl RedisLimiter {
     /// # Cancel safety
     ///
     /// Dropping the future may leave the units consumed (the script may have run); the
-    /// request is then counted without passing, which errs on the side of the limit.
+    /// request is then counted without passing, which errs on the side of the limit. A
+    /// lease being taken is settled by the next call on the key or expires.
     pub async fn check(&self, key: &str, cost: u64) -> Decision {
         self.decide(key, cost, true).await
     }
 
-    /// What [`check`](RedisLimiter::check) would answer, consuming nothing.
+    /// What [`check`](RedisLimiter::check) would answer, consuming nothing (always asked of
+    /// Redis, whatever this replica leases).
     ///
     /// # Cancel safety
     ///
@@ -185,260 +212,234 @@ impl RedisLimiter {
         self.decide(key, cost, false).await
     }
 
-    /// Like [`check`](RedisLimiter::check), but Redis only: an outage is an error (and is
-    /// not recorded by the outage breaker).
+    /// Like [`check`](RedisLimiter::check), but an outage is an error (and is not recorded
+    /// by the outage breaker).
     ///
     /// # Cancel safety
     ///
     /// As [`check`](RedisLimiter::check).
     pub async fn try_check(&self, key: &str, cost: u64) -> Result<Decision, RedisLimitError> {
-        self.run(key, cost, true).await
+        if let Some(d) = self.local_answer(key, cost) {
+            return Ok(d);
+        }
+        self.ask(key, cost, true).await
     }
 
-    /// Like [`peek`](RedisLimiter::peek), but Redis only: an outage is an error.
+    /// Like [`peek`](RedisLimiter::peek), but an outage is an error.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: it changes nothing.
     pub async fn try_peek(&self, key: &str, cost: u64) -> Result<Decision, RedisLimitError> {
-        self.run(key, cost, false).await
+        self.ask(key, cost, false).await
     }
 
     /// Whether the limiter answers by its outage policy right now.
     pub fn is_degraded(&self) -> bool {
-        self.outage.is_down()
+        self.inner.outage.is_down()
     }
 
-    async fn decide(&self, key: &str, cost: u64, consume: bool) -> Decision {
-        let route = self.outage.route(std::time::Instant::now());
-        if let Route::Redis { probe } = route {
-            match self.run(key, cost, consume).await {
-                Ok(d) => {
-                    if self.outage.succeeded() {
-                        self.observer.degraded(false);
-                        tracing::info!(target: "maas_ratelimit", prefix = %self.prefix, "Redis answers again; limiting through it");
-                    }
-                    return d;
-                }
-                Err(e) => {
-                    if self.outage.failed(std::time::Instant::now()) || probe {
-                        self.observer.degraded(true);
-                        tracing::warn!(target: "maas_ratelimit", prefix = %self.prefix, error = %e, policy = ?self.policy, "Redis is not answering; limiting by the outage policy");
-                    }
-                }
-            }
+    /// Gives every unit this replica holds in leases back to Redis, for the other replicas;
+    /// returns how many Redis took back. Call it on graceful shutdown (idle keys are given
+    /// back on their own). Checks go on working afterwards.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe in effect: a lease whose return is dropped half-way is no longer used
+    /// here and expires in Redis within its lifetime.
+    pub async fn give_back_leases(&self) -> u64 {
+        let Some(leases) = &self.inner.leases else {
+            return 0;
+        };
+        let mut back = 0;
+        for (key, slot) in leases.all() {
+            back += self.give_back(&key, &slot).await;
         }
-        self.observer.policy_answer();
-        match &self.local {
-            Some(local) if consume => local.check_key(key, cost),
-            Some(local) => local.peek_key(key, cost),
-            None => outage::fixed_answer(
-                self.policy == OutagePolicy::FailOpen,
-                self.capacity,
-                self.outage.probe_every(),
-            ),
+        back
+    }
+
+    /// Replicas of this limiter seen in the last 5 s, this one included, as last counted
+    /// (each announces itself every second while it leases or shares by [`Replicas::Seen`]).
+    pub fn replicas_seen(&self) -> u64 {
+        match (&self.inner.leases, &self.inner.local) {
+            (Some(l), _) => l.replicas(),
+            (None, Some(s)) => s.replicas(),
+            (None, None) => 1,
         }
     }
 
-    /// The Redis key that holds `key`'s state.
+    /// Keys this replica keeps lease state for (0 when it does not lease).
+    pub fn leased_keys(&self) -> usize {
+        self.inner.leases.as_ref().map_or(0, Leases::len)
+    }
+
+    /// The Redis key that holds `key`'s state (its leases are under the same hash tag).
     pub fn redis_key(&self, key: &str) -> String {
         let escaped = key
             .replace('%', "%25")
             .replace('{', "%7B")
             .replace('}', "%7D");
-        format!("{}:{{{escaped}}}", self.prefix)
+        format!("{}:{{{escaped}}}", self.inner.prefix)
     }
 
-    async fn run(&self, key: &str, cost: u64, consume: bool) -> Result<Decision, RedisLimitError> {
-        let mut conn = self.conn.clone();
-        let mut call = self.script.prepare_invoke();
-        call.key(self.redis_key(key)).arg(self.step_us);
-        if let Some(b) = self.buckets {
-            call.arg(b);
+    fn lease_key(&self, key: &str) -> String {
+        let mut k = self.redis_key(key);
+        k.push_str(":leases");
+        k
+    }
+
+    async fn decide(&self, key: &str, cost: u64, consume: bool) -> Decision {
+        if let Some(d) = consume.then(|| self.local_answer(key, cost)).flatten() {
+            return d;
         }
-        call.arg(self.capacity)
-            // A cost beyond the capacity can never pass; sent capped, so Lua's doubles
-            // never see a number they cannot hold exactly.
-            .arg(cost.min(self.capacity.saturating_add(1)))
-            .arg(u8::from(consume));
-        let start = std::time::Instant::now();
-        let answered = tokio::time::timeout(self.deadline, call.invoke_async(&mut conn)).await;
-        let (outcome, reply) = match answered {
-            Err(_) => (
-                CallOutcome::Timeout,
-                Err(RedisLimitError::Timeout(self.deadline)),
-            ),
-            Ok(Err(e)) => (CallOutcome::Error, Err(RedisLimitError::Redis(e))),
-            Ok(Ok(r)) => (CallOutcome::Ok, Ok(r)),
-        };
-        self.observer.call(outcome, start.elapsed());
-        let reply: Vec<i64> = reply?;
-        script::decision(self.capacity, &reply).ok_or(RedisLimitError::Reply(reply))
-    }
-}
-
-/// The largest period or interval accepted, in µs: 100 years, far inside a double's exact
-/// integers even when added to the server's time.
-const MAX_MICROS: u64 = 100 * 365 * 24 * 3600 * 1_000_000;
-
-impl RedisLimiterBuilder {
-    /// The prefix of every key (default `maas:ratelimit`): one namespace per limit, so two
-    /// limits never share state.
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
-    }
-
-    /// How long Redis is left alone after a failed call before one call probes it again
-    /// (default 250 ms; at least 1 ms).
-    pub fn probe_every(mut self, every: Duration) -> Self {
-        self.probe_every = every;
-        self
-    }
-
-    /// Reports calls, their latency and the outage state into `metrics`, labelled with this
-    /// limiter's prefix (feature `prometheus`).
-    #[cfg(feature = "prometheus")]
-    pub fn metrics(mut self, metrics: &RedisMetrics) -> Self {
-        self.metrics = Some(metrics.clone());
-        self
-    }
-
-    /// The longest a check waits for Redis (default 50 ms).
-    pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = deadline;
-        self
-    }
-
-    /// `(capacity, step µs, buckets)`: the capacity is the bucket's burst or the window's
-    /// limit, the step the token interval, the window or the sub-bucket.
-    fn validated(&self) -> Result<(u64, u64, Option<u32>), RedisLimitError> {
-        if self.deadline.is_zero() {
-            return Err(RedisLimitError::Config(
-                "the deadline must be longer than zero",
-            ));
-        }
-        let (quota, token_bucket) = match self.algorithm {
-            RedisAlgorithm::TokenBucket(q) => (q, true),
-            RedisAlgorithm::FixedWindow(q) | RedisAlgorithm::SlidingWindow { quota: q, .. } => {
-                (q, false)
+        let inner = &self.inner;
+        if let Route::Redis { probe } = inner.outage.route(std::time::Instant::now()) {
+            match self.ask(key, cost, consume).await {
+                Ok(d) => {
+                    self.note_success();
+                    return d;
+                }
+                Err(e) => self.note_failure(&e, probe),
             }
-        };
-        if quota.limit() == 0 {
-            return Err(RedisLimitError::Config("the limit must be at least 1"));
         }
-        let period = u64::try_from(quota.period().as_micros()).unwrap_or(u64::MAX);
-        if period == 0 || period > MAX_MICROS {
-            return Err(RedisLimitError::Config(
-                "the period must be between 1 µs and 100 years",
-            ));
-        }
-        if token_bucket {
-            // One token refills in period / limit, rounded up to a whole microsecond.
-            let interval = period.div_ceil(quota.limit());
-            let capacity = quota.burst().max(1);
-            if interval.saturating_mul(capacity) > MAX_MICROS {
-                return Err(RedisLimitError::Config(
-                    "the burst times the refill interval must stay under 100 years",
-                ));
-            }
-            Ok((capacity, interval, None))
-        } else if let RedisAlgorithm::SlidingWindow { buckets, .. } = self.algorithm {
-            if buckets == 0 {
-                return Err(RedisLimitError::Config(
-                    "a sliding window needs at least one bucket",
-                ));
-            }
-            let bucket = period / u64::from(buckets);
-            if bucket == 0 {
-                return Err(RedisLimitError::Config(
-                    "a sliding window's bucket must be at least 1 µs",
-                ));
-            }
-            Ok((quota.limit(), bucket, Some(buckets)))
-        } else {
-            Ok((quota.limit(), period, None))
+        inner.caller.observer.policy_answer();
+        match &inner.local {
+            Some(share) if consume => share.limiter.check_key(key, cost),
+            Some(share) => share.limiter.peek_key(key, cost),
+            None => outage::fixed_answer(
+                inner.policy == OutagePolicy::FailOpen,
+                inner.params.capacity,
+                inner.outage.probe_every(),
+            ),
         }
     }
 
-    /// `LocalShare`'s in-memory limiter: the same algorithm with the limit (and burst)
-    /// divided by the replicas, at least 1.
-    fn local_share(&self) -> Result<Option<std::sync::Arc<dyn Limiter<str>>>, RedisLimitError> {
-        let OutagePolicy::LocalShare { replicas } = self.policy else {
-            return Ok(None);
-        };
-        if replicas == 0 {
-            return Err(RedisLimitError::Config(
-                "LocalShare needs at least one replica",
-            ));
+    fn note_success(&self) {
+        if self.inner.outage.succeeded() {
+            self.inner.caller.observer.degraded(false);
+            tracing::info!(target: "maas_ratelimit", prefix = %self.inner.prefix, "Redis answers again; limiting through it");
         }
-        let share = |q: Quota| {
-            let n = u64::from(replicas);
-            Quota::new((q.limit() / n).max(1), q.period()).with_burst((q.burst() / n).max(1))
-        };
-        let bad = |_| RedisLimitError::Config("the local share of the quota is invalid");
-        let local: std::sync::Arc<dyn Limiter<str>> = match self.algorithm {
-            RedisAlgorithm::TokenBucket(q) => std::sync::Arc::new(
-                KeyedLimiter::token_bucket(share(q))
-                    .build::<String>()
-                    .map_err(bad)?,
-            ),
-            RedisAlgorithm::FixedWindow(q) => std::sync::Arc::new(
-                KeyedLimiter::fixed_window(share(q))
-                    .build::<String>()
-                    .map_err(bad)?,
-            ),
-            RedisAlgorithm::SlidingWindow { quota, buckets } => std::sync::Arc::new(
-                KeyedLimiter::with_algorithm(
-                    crate::algorithm::SlidingWindowCore::with_buckets(buckets),
-                    share(quota),
-                )
-                .build::<String>()
-                .map_err(bad)?,
-            ),
-        };
-        Ok(Some(local))
     }
 
-    /// Validates the settings and connects (through the `redis` crate's reconnecting
-    /// manager: a dropped connection is re-established in the background).
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: dropping the future drops the connection being opened.
-    pub async fn connect(self) -> Result<RedisLimiter, RedisLimitError> {
-        let (capacity, step_us, buckets) = self.validated()?;
-        let local = self.local_share()?;
-        let client = ::redis::Client::open(self.url.as_str())?;
-        let conn = tokio::time::timeout(
-            self.deadline.max(Duration::from_secs(2)),
-            ConnectionManager::new(client),
-        )
-        .await
-        .map_err(|_| RedisLimitError::Timeout(self.deadline.max(Duration::from_secs(2))))??;
-        let source = match self.algorithm {
-            RedisAlgorithm::TokenBucket(_) => script::TOKEN_BUCKET,
-            RedisAlgorithm::FixedWindow(_) => script::FIXED_WINDOW,
-            RedisAlgorithm::SlidingWindow { .. } => script::SLIDING_WINDOW,
-        };
-        let observer = std::sync::Arc::new(Observer {
-            #[cfg(feature = "prometheus")]
-            handles: self.metrics.as_ref().map(|m| m.handles(&self.prefix)),
-        });
-        Ok(RedisLimiter {
-            conn,
-            script: std::sync::Arc::new(::redis::Script::new(source)),
-            prefix: self.prefix,
-            deadline: self.deadline,
-            step_us,
-            capacity,
-            buckets,
-            policy: self.policy,
-            outage: std::sync::Arc::new(Outage::new(
-                self.probe_every.max(Duration::from_millis(1)),
+    fn note_failure(&self, e: &RedisLimitError, probe: bool) {
+        if self.inner.outage.failed(std::time::Instant::now()) || probe {
+            self.inner.caller.observer.degraded(true);
+            tracing::warn!(target: "maas_ratelimit", prefix = %self.inner.prefix, error = %e, policy = ?self.inner.policy, "Redis is not answering; limiting by the outage policy");
+        }
+    }
+
+    /// The answer from this replica's lease or cached denial, when one can be given.
+    fn local_answer(&self, key: &str, cost: u64) -> Option<Decision> {
+        let leases = self.inner.leases.as_ref()?;
+        let now = leases.now();
+        let limit = self.inner.params.capacity;
+        let (take, refill) = leases.with(key, |slot| {
+            let take = slot.take(now, cost);
+            let refill = matches!(take, Take::Local { .. })
+                && slot.wants_refill(now, leases.settings.lifetime_ns);
+            (take, refill.then(|| slot.clone()))
+        })?;
+        if let Some(slot) = refill {
+            self.spawn_refill(key, slot);
+        }
+        let (server_left, reset_at) = leases.with(key, |s| s.hint()).unwrap_or((0, now));
+        let reset = Duration::from_nanos(reset_at.saturating_sub(now));
+        match take {
+            Take::Local { left } => {
+                self.inner.caller.observer.lease_answer();
+                Some(Decision::allowed(
+                    limit,
+                    left.saturating_add(server_left),
+                    reset,
+                ))
+            }
+            Take::Denied { retry_at } => Some(Decision::rejected(
+                limit,
+                0,
+                reset,
+                Some(Duration::from_nanos(retry_at.saturating_sub(now))),
             )),
-            local,
-            observer,
+            Take::Ask => None,
+        }
+    }
+
+    /// Asks Redis: with a lease when the limiter leases and the check consumes.
+    async fn ask(&self, key: &str, cost: u64, consume: bool) -> Result<Decision, RedisLimitError> {
+        let inner = &self.inner;
+        let p = &inner.params;
+        let leased = match &inner.leases {
+            Some(leases) if consume => {
+                let now = leases.now();
+                leases.slot(key, now).map(|slot| (leases, slot, now))
+            }
+            _ => None,
+        };
+        let Some((leases, slot, sent_at)) = leased else {
+            let reply = inner
+                .caller
+                .check(self.redis_key(key), p, cost, consume)
+                .await?;
+            return script::decision(p.capacity, &reply).ok_or(RedisLimitError::Reply(reply));
+        };
+        let claim = slot.claim(sent_at, &leases.sizing());
+        let (want, held) = claim.unwrap_or((0, 0));
+        let keys = (self.redis_key(key), self.lease_key(key));
+        let answered = inner
+            .caller
+            .take(keys, p, &inner.replica, cost, want, held, leases.lifetime())
+            .await;
+        let (raw, reply) = match answered {
+            Ok(r) => r,
+            Err(e) => {
+                if claim.is_some() {
+                    slot.unclaim();
+                }
+                return Err(e);
+            }
+        };
+        if claim.is_some() {
+            inner.caller.observer.refill(reply.granted);
+        }
+        let left = slot.settle(sent_at, cost, claim.is_some(), &reply);
+        let d = script::decision(p.capacity, &raw).ok_or(RedisLimitError::Reply(raw))?;
+        Ok(if d.is_allowed() {
+            Decision::allowed(
+                p.capacity,
+                d.remaining().saturating_add(left),
+                d.reset_after(),
+            )
+        } else {
+            d
         })
+    }
+
+    /// Gives `key`'s lease back; returns the units Redis took back.
+    async fn give_back(&self, key: &str, slot: &Slot) -> u64 {
+        let Some(leases) = &self.inner.leases else {
+            return 0;
+        };
+        let Some(held) = slot.begin_return(leases.now()) else {
+            return 0;
+        };
+        if held == 0 {
+            return 0;
+        }
+        let keys = (self.redis_key(key), self.lease_key(key));
+        let back = self
+            .inner
+            .caller
+            .give_back(keys, &self.inner.params, &self.inner.replica, held)
+            .await;
+        slot.end_return();
+        match back {
+            Ok(n) => {
+                self.inner.caller.observer.returned(n);
+                n
+            }
+            Err(e) => {
+                tracing::debug!(target: "maas_ratelimit", prefix = %self.inner.prefix, error = %e, "a lease could not be given back; it expires in Redis");
+                0
+            }
+        }
     }
 }

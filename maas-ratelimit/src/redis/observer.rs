@@ -38,6 +38,32 @@ impl Observer {
         }
     }
 
+    /// A check was answered from a lease.
+    pub(crate) fn lease_answer(&self) {
+        #[cfg(feature = "prometheus")]
+        if let Some(h) = &self.handles {
+            h.lease_answer();
+        }
+    }
+
+    /// A lease was taken or topped up with `granted` units.
+    pub(crate) fn refill(&self, granted: u64) {
+        #[cfg(feature = "prometheus")]
+        if let Some(h) = &self.handles {
+            h.refill(granted);
+        }
+        let _ = granted;
+    }
+
+    /// A lease was given back; Redis took `units` back.
+    pub(crate) fn returned(&self, units: u64) {
+        #[cfg(feature = "prometheus")]
+        if let Some(h) = &self.handles {
+            h.returned(units);
+        }
+        let _ = units;
+    }
+
     pub(crate) fn degraded(&self, down: bool) {
         #[cfg(feature = "prometheus")]
         if let Some(h) = &self.handles {

@@ -17,12 +17,24 @@ pub enum OutagePolicy {
     /// Refuse requests, with `Retry-After` the probe interval (the limit guards money or a
     /// fragile backend).
     FailClosed,
-    /// Each replica enforces `limit / replicas` on its own, in memory: the total stays about
-    /// the limit while Redis is away, if `replicas` is the number of replicas.
+    /// Each replica enforces its share of the limit on its own, in memory: the total stays
+    /// about the limit while Redis is away.
     LocalShare {
-        /// How many replicas share the limit (at least 1).
-        replicas: u32,
+        /// How many replicas the limit is divided among.
+        replicas: Replicas,
     },
+}
+
+/// How many replicas share a limit, for [`OutagePolicy::LocalShare`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Replicas {
+    /// A fixed count (at least 1): right when the deployment does not autoscale.
+    Fixed(u32),
+    /// The replicas seen recently: every limiter of the same prefix announces itself in
+    /// Redis each second, and a replica silent for 5 s is no longer counted. The count held
+    /// when Redis went away is the one used during the outage.
+    Seen,
 }
 
 /// Whether Redis is answering, as the limiter last saw it.

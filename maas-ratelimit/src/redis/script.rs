@@ -1,5 +1,11 @@
-//! The Lua scripts the Redis limiter runs: one atomic call per check, the time taken from
-//! the server (`TIME`), the key's expiry set in the same call.
+//! The Lua scripts the Redis limiter runs: one atomic call per check or lease, the time
+//! taken from the server (`TIME`), the key's expiry set in the same call.
+//!
+//! Each algorithm is one chunk of Lua defining the same functions over the key's state
+//! (`load`, `avail`, `verdict`, `take`, `refund`, `stamp`, `restamp`, `save`); a script is a
+//! prelude, one algorithm chunk and one of two bodies: [`PER_REQUEST`] (decide one check)
+//! or [`LEASE`] (decide one check and hand the replica a share of what is left, or take a
+//! share back). So the per-request and the leased forms cannot drift apart.
 //!
 //! Arithmetic is in whole microseconds. Lua numbers are doubles, exact up to 2^53: the
 //! server's time in microseconds (≈ 1.8 × 10^15 in 2026) and periods up to years stay far
@@ -10,95 +16,123 @@ use std::time::Duration;
 
 use crate::Decision;
 
-/// GCRA, as the local [`TokenBucket`](crate::TokenBucket) computes it: the key holds the
-/// theoretical arrival time (TAT, µs). `ARGV`: interval µs (one token's refill), capacity,
-/// cost, consume (1 or 0). Returns `{allowed, remaining, reset_after_us, retry_after_us}`,
-/// `retry_after_us` −1 when the cost exceeds the capacity.
-pub(crate) const TOKEN_BUCKET: &str = r#"
+/// The server's time; `A` is the index of the last common argument (the algorithm's own
+/// arguments follow it).
+const PRELUDE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local capacity = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local consume = ARGV[4] == '1'
+"#;
+
+/// GCRA, as the local [`TokenBucket`](crate::TokenBucket) computes it: the key holds the
+/// theoretical arrival time (TAT, µs). Arguments: interval µs (one token's refill), capacity.
+const TOKEN_BUCKET: &str = r#"
+local interval = tonumber(ARGV[A + 1])
+local capacity = tonumber(ARGV[A + 2])
 local tau = interval * capacity
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-local debt = tat - now
-if debt < 0 then debt = 0 end
-if debt > tau then debt = tau end
-local available = math.floor((tau - debt) / interval)
-if cost > capacity then
-  return {0, available, debt, -1}
+local debt = 0
+local dirty = false
+local function load()
+  debt = tonumber(redis.call('GET', KEYS[1]) or '0') - now
+  if debt < 0 then debt = 0 end
+  if debt > tau then debt = tau end
 end
-local new_debt = debt + cost * interval
-if new_debt <= tau then
-  if consume and cost > 0 then
-    redis.call('SET', KEYS[1], string.format('%d', now + new_debt), 'PX', math.ceil(new_debt / 1000))
+local function avail() return math.floor((tau - debt) / interval) end
+local function verdict(cost, consume)
+  if cost > capacity then return {0, avail(), debt, -1} end
+  local new_debt = debt + cost * interval
+  if new_debt <= tau then return {1, math.floor((tau - new_debt) / interval), new_debt, 0} end
+  return {0, avail(), debt, new_debt - tau}
+end
+local function take(n) debt = debt + n * interval; dirty = true end
+local function refund(n, _)
+  debt = debt - n * interval
+  if debt < 0 then debt = 0 end
+  dirty = true
+end
+local function stamp() return 0 end
+local function restamp(_, _) return true end
+local function lease_span(ttl) return ttl end
+local function save()
+  if not dirty then return end
+  if debt > 0 then
+    redis.call('SET', KEYS[1], string.format('%d', now + debt), 'PX', math.ceil(debt / 1000))
+  else
+    redis.call('DEL', KEYS[1])
   end
-  return {1, math.floor((tau - new_debt) / interval), new_debt, 0}
 end
-return {0, available, debt, new_debt - tau}
 "#;
 
 /// A fixed window, as the local [`FixedWindow`](crate::FixedWindow): the key is a hash of
-/// the window's number (`w`) and its count (`n`). `ARGV`: period µs, limit, cost, consume.
-/// Returns `{allowed, remaining, reset_after_us, retry_after_us}` (−1: never).
-pub(crate) const FIXED_WINDOW: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local period = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local consume = ARGV[4] == '1'
+/// the window's number (`w`) and its count (`n`). Arguments: period µs, limit. A lease ends
+/// with its window, so leased units are always spent in the window that counted them.
+const FIXED_WINDOW: &str = r#"
+local period = tonumber(ARGV[A + 1])
+local limit = tonumber(ARGV[A + 2])
 local window = math.floor(now / period)
 local ends = (window + 1) * period - now
-local stored = redis.call('HMGET', KEYS[1], 'w', 'n')
 local used = 0
-if tonumber(stored[1]) == window then used = tonumber(stored[2]) or 0 end
-local left = limit - used
-if left < 0 then left = 0 end
-if cost > limit then
-  return {0, left, ends, -1}
+local dirty = false
+local function load()
+  local stored = redis.call('HMGET', KEYS[1], 'w', 'n')
+  if tonumber(stored[1]) == window then used = tonumber(stored[2]) or 0 end
 end
-if used + cost <= limit then
-  if consume and cost > 0 then
-    redis.call('HSET', KEYS[1], 'w', string.format('%d', window), 'n', used + cost)
-    redis.call('PEXPIRE', KEYS[1], math.ceil(ends / 1000))
-  end
-  return {1, limit - used - cost, ends, 0}
+local function avail()
+  if used >= limit then return 0 end
+  return limit - used
 end
-return {0, left, ends, ends}
+local function verdict(cost, consume)
+  if cost > limit then return {0, avail(), ends, -1} end
+  if used + cost <= limit then return {1, limit - used - cost, ends, 0} end
+  return {0, avail(), ends, ends}
+end
+local function take(n) used = used + n; dirty = true end
+local function refund(n, w)
+  if w ~= window then return end
+  used = used - n
+  if used < 0 then used = 0 end
+  dirty = true
+end
+local function stamp() return window end
+local function restamp(_, w) return w == window end
+local function lease_span(ttl) return math.min(ttl, ends) end
+local function save()
+  if not dirty then return end
+  redis.call('HSET', KEYS[1], 'w', string.format('%d', window), 'n', used)
+  redis.call('PEXPIRE', KEYS[1], math.ceil(ends / 1000))
+end
 "#;
 
 /// A sliding window, as the local [`SlidingWindow`](crate::SlidingWindow): the window is cut
 /// into `B` buckets of `bucket` µs; the key is a hash from bucket number to count, holding the
-/// `B + 1` newest buckets (older fields are deleted as they leave). `ARGV`: bucket µs, `B`,
-/// limit, cost, consume. Returns `{allowed, remaining, reset_after_us, retry_after_us}`.
-pub(crate) const SLIDING_WINDOW: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local bucket = tonumber(ARGV[1])
-local span = tonumber(ARGV[2])
-local limit = tonumber(ARGV[3])
-local cost = tonumber(ARGV[4])
-local consume = ARGV[5] == '1'
+/// `B + 1` newest buckets (older fields are deleted as they leave). Arguments: bucket µs,
+/// `B`, limit. A lease carried into a newer bucket moves its count along, so leased units
+/// never outlive the bucket that counts them.
+const SLIDING_WINDOW: &str = r#"
+local bucket = tonumber(ARGV[A + 1])
+local span = tonumber(ARGV[A + 2])
+local limit = tonumber(ARGV[A + 3])
 local epoch = math.floor(now / bucket)
-local fields = redis.call('HGETALL', KEYS[1])
 local live = {}
+local count = {}
 local total = 0
 local newest = -1
-for i = 1, #fields, 2 do
-  local e = tonumber(fields[i])
-  local n = tonumber(fields[i + 1])
-  if e == nil or n == nil or epoch - e > span then
-    redis.call('HDEL', KEYS[1], fields[i])
-  elseif n > 0 then
-    live[#live + 1] = {e, n}
-    total = total + n
-    if e > newest then newest = e end
+local dirty = false
+local function load()
+  local fields = redis.call('HGETALL', KEYS[1])
+  for i = 1, #fields, 2 do
+    local e = tonumber(fields[i])
+    local n = tonumber(fields[i + 1])
+    if e == nil or n == nil or epoch - e > span then
+      redis.call('HDEL', KEYS[1], fields[i])
+    elseif n > 0 then
+      live[#live + 1] = {e, n}
+      count[e] = n
+      total = total + n
+      if e > newest then newest = e end
+    end
   end
+  table.sort(live, function(a, b) return a[1] < b[1] end)
 end
-table.sort(live, function(a, b) return a[1] < b[1] end)
 local function leaves(e)
   local at = (e + span + 1) * bucket - now
   if at < 0 then return 0 end
@@ -112,31 +146,173 @@ local function freed_after(need)
   end
   return leaves(epoch)
 end
-local empty_in = 0
-if total > 0 then empty_in = leaves(newest) end
-local left = limit - total
-if left < 0 then left = 0 end
-if cost > limit then
-  return {0, left, empty_in, -1}
+local function avail()
+  if total >= limit then return 0 end
+  return limit - total
 end
-if total + cost > limit then
-  return {0, left, empty_in, freed_after(total + cost - limit)}
+local function verdict(cost, consume)
+  local empty_in = 0
+  if total > 0 then empty_in = leaves(newest) end
+  if cost > limit then return {0, avail(), empty_in, -1} end
+  if total + cost > limit then return {0, avail(), empty_in, freed_after(total + cost - limit)} end
+  local after = total
+  if consume and cost > 0 then after = total + cost end
+  local reset = 0
+  if after > 0 then reset = leaves(epoch) end
+  return {1, limit - total - cost, reset, 0}
 end
-local after = total
-if consume and cost > 0 then
-  redis.call('HINCRBY', KEYS[1], string.format('%d', epoch), cost)
-  redis.call('PEXPIRE', KEYS[1], math.ceil(leaves(epoch) / 1000))
-  after = total + cost
+local function add(e, n)
+  redis.call('HINCRBY', KEYS[1], string.format('%d', e), n)
+  count[e] = (count[e] or 0) + n
+  total = total + n
+  dirty = true
 end
-local reset = 0
-if after > 0 then reset = leaves(epoch) end
-return {1, limit - total - cost, reset, 0}
+local function take(n) add(epoch, n) end
+local function refund(n, e)
+  local there = count[e] or 0
+  if n > there then n = there end
+  if n > 0 then add(e, -n) end
+end
+local function stamp() return epoch end
+local function restamp(n, e)
+  if e == epoch then return true end
+  local there = count[e] or 0
+  if there < n then return false end
+  add(e, -n)
+  add(epoch, n)
+  return true
+end
+local function lease_span(ttl) return math.min(ttl, leaves(epoch)) end
+local function save()
+  if dirty then redis.call('PEXPIRE', KEYS[1], math.ceil(leaves(epoch) / 1000)) end
+end
 "#;
 
-/// Turns a script's `{allowed, remaining, reset_after_us, retry_after_us}` into a
+/// One check. `ARGV`: cost, consume (1 or 0), then the algorithm's arguments. Returns
+/// `{allowed, remaining, reset_after_us, retry_after_us}`, `retry_after_us` −1 when the cost
+/// can never pass.
+const PER_REQUEST: &str = r#"
+load()
+local cost = tonumber(ARGV[1])
+local v = verdict(cost, ARGV[2] == '1')
+if v[1] == 1 and ARGV[2] == '1' and cost > 0 then
+  take(cost)
+  save()
+end
+return v
+"#;
+
+/// One check with a lease, or a lease given back. `KEYS[2]` holds the leases outstanding:
+/// a hash from replica id to `units:expires_us:stamp`. `ARGV`: mode (`t` take, `g` give
+/// back), replica id, cost, want (units to lease; 0 leaves the replica's lease alone), held
+/// (units the replica still holds), the most units outstanding in all leases of the key,
+/// the longest lease µs, then the algorithm's arguments.
+///
+/// Take returns `{allowed, remaining, reset_after_us, retry_after_us, granted, lease_us,
+/// carried}`: `carried` 1 when the `held` units are still counted as the replica's (0: its
+/// lease had expired and it must drop them). Give back returns `{units returned}`.
+const LEASE: &str = r#"
+load()
+local mode = ARGV[1]
+local me = ARGV[2]
+local cost = tonumber(ARGV[3])
+local want = tonumber(ARGV[4])
+local held = tonumber(ARGV[5])
+local max_out = tonumber(ARGV[6])
+local ttl = tonumber(ARGV[7])
+local records = redis.call('HGETALL', KEYS[2])
+local others = 0
+local mine_n = nil
+local mine_e = nil
+for i = 1, #records, 2 do
+  local n, x, e = string.match(records[i + 1], '^(%d+):(%d+):(%d+)$')
+  n = tonumber(n)
+  x = tonumber(x)
+  e = tonumber(e)
+  if n == nil or x == nil or e == nil or x <= now then
+    redis.call('HDEL', KEYS[2], records[i])
+  elseif records[i] == me then
+    mine_n = n
+    mine_e = e
+  else
+    others = others + n
+  end
+end
+if mode == 'g' then
+  local back = 0
+  if mine_n ~= nil then
+    back = math.min(held, mine_n)
+    if back > 0 then refund(back, mine_e) end
+    redis.call('HDEL', KEYS[2], me)
+    save()
+  end
+  return {back}
+end
+local carried = 0
+if want > 0 and held > 0 and mine_n ~= nil then
+  if held > mine_n then held = mine_n end
+  if restamp(held, mine_e) then carried = 1 end
+end
+if carried == 0 then held = 0 end
+local v = verdict(cost, true)
+local granted = 0
+if v[1] == 1 then
+  if cost > 0 then take(cost) end
+  if want > 0 then
+    granted = math.min(want, avail(), max_out - others - held)
+    if granted < 0 then granted = 0 end
+    if granted > 0 then take(granted) end
+  end
+  v[2] = avail()
+end
+local span_us = lease_span(ttl)
+if want > 0 then
+  local n = held + granted
+  if n > 0 and span_us > 0 then
+    redis.call('HSET', KEYS[2], me, string.format('%d:%d:%d', n, now + span_us, stamp()))
+    local need = math.ceil(span_us / 1000)
+    if redis.call('PTTL', KEYS[2]) < need then redis.call('PEXPIRE', KEYS[2], need) end
+  else
+    redis.call('HDEL', KEYS[2], me)
+    granted = 0
+    carried = 0
+  end
+end
+save()
+return {v[1], v[2], v[3], v[4], granted, span_us, carried}
+"#;
+
+/// Which algorithm a script runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    TokenBucket,
+    FixedWindow,
+    SlidingWindow,
+}
+
+/// The per-request script of `kind`: `ARGV` cost, consume, the algorithm's arguments.
+pub(crate) fn per_request(kind: Kind) -> String {
+    assemble(kind, 2, PER_REQUEST)
+}
+
+/// The lease script of `kind` (see [`LEASE`]).
+pub(crate) fn lease(kind: Kind) -> String {
+    assemble(kind, 7, LEASE)
+}
+
+fn assemble(kind: Kind, common_args: usize, body: &str) -> String {
+    let chunk = match kind {
+        Kind::TokenBucket => TOKEN_BUCKET,
+        Kind::FixedWindow => FIXED_WINDOW,
+        Kind::SlidingWindow => SLIDING_WINDOW,
+    };
+    format!("{PRELUDE}local A = {common_args}\n{chunk}{body}")
+}
+
+/// Turns a script's `{allowed, remaining, reset_after_us, retry_after_us, ..}` into a
 /// [`Decision`]; `None` when the reply has another shape.
 pub(crate) fn decision(limit: u64, reply: &[i64]) -> Option<Decision> {
-    let [allowed, remaining, reset_us, retry_us] = *reply else {
+    let [allowed, remaining, reset_us, retry_us, ..] = *reply else {
         return None;
     };
     let micros = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
@@ -162,5 +338,14 @@ mod tests {
         assert_eq!(d.retry_after(), Some(Duration::from_millis(400)));
         assert!(decision(5, &[0, 5, 0, -1]).unwrap().can_never_pass());
         assert!(decision(5, &[1, 2]).is_none());
+    }
+
+    #[test]
+    fn every_script_declares_the_argument_offset_before_its_chunk() {
+        for kind in [Kind::TokenBucket, Kind::FixedWindow, Kind::SlidingWindow] {
+            let (p, l) = (per_request(kind), lease(kind));
+            assert!(p.contains("local A = 2\n") && l.contains("local A = 7\n"));
+            assert!(p.find("local A").unwrap() < p.find("ARGV[A + 1]").unwrap());
+        }
     }
 }

@@ -1,0 +1,116 @@
+//! What a Redis limiter does between checks: tops up leases ahead of demand, gives back the
+//! leases of idle keys, forgets idle keys, and announces the replica.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::lease::Slot;
+use super::{Inner, RedisLimiter};
+
+/// How often the replica announces itself (the replica set forgets a replica after 5 s).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+
+impl RedisLimiter {
+    /// Tops `key`'s lease up in the background, unless Redis is known to be away or
+    /// another call already changes the lease.
+    pub(super) fn spawn_refill(&self, key: &str, slot: Arc<Slot>) {
+        let inner = &self.inner;
+        let Some(leases) = &inner.leases else { return };
+        if inner.outage.is_down() {
+            return;
+        }
+        let sent_at = leases.now();
+        let Some((want, held)) = slot.claim(sent_at, &leases.sizing()) else {
+            return;
+        };
+        let this = self.clone();
+        let keys = (self.redis_key(key), self.lease_key(key));
+        tokio::spawn(async move {
+            let inner = &this.inner;
+            let Some(leases) = &inner.leases else { return };
+            let answered = inner
+                .caller
+                .take(
+                    keys,
+                    &inner.params,
+                    &inner.replica,
+                    0,
+                    want,
+                    held,
+                    leases.lifetime(),
+                )
+                .await;
+            match answered {
+                Ok((_, reply)) => {
+                    inner.caller.observer.refill(reply.granted);
+                    slot.settle(sent_at, 0, true, &reply);
+                    this.note_success();
+                }
+                Err(e) => {
+                    slot.unclaim();
+                    this.note_failure(&e, false);
+                }
+            }
+        });
+    }
+
+    /// Starts the limiter's background task: it ends once every clone is dropped.
+    pub(super) fn spawn_background(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let tick = self
+            .inner
+            .leases
+            .as_ref()
+            .map(|l| (l.lifetime() / 4).clamp(Duration::from_millis(10), HEARTBEAT_EVERY))
+            .unwrap_or(HEARTBEAT_EVERY);
+        tokio::spawn(background(weak, tick));
+    }
+
+    /// Announces this replica and takes the count of replicas seen.
+    pub(super) async fn heartbeat(&self) {
+        let inner = &self.inner;
+        let set = format!("{}:replicas", inner.prefix);
+        if let Ok(n) = inner.caller.heartbeat(set, &inner.replica).await {
+            if let Some(l) = &inner.leases {
+                l.set_replicas(n);
+            }
+            if let Some(s) = inner.local.as_ref().filter(|s| s.follows_seen()) {
+                s.resize(n);
+            }
+        }
+    }
+
+    /// One round of upkeep: the leases of keys idle for a quarter of a lease's life go back,
+    /// and keys idle for a whole life are forgotten.
+    async fn upkeep(&self) {
+        let Some(leases) = &self.inner.leases else {
+            return;
+        };
+        let now = leases.now();
+        let quarter = leases.settings.lifetime_ns / 4;
+        for (key, slot) in leases.idle(now.saturating_sub(quarter)) {
+            if slot.held(now) > 0 && !slot.is_busy() {
+                self.give_back(&key, &slot).await;
+            }
+        }
+        let now = leases.now();
+        leases.evict(now.saturating_sub(leases.settings.lifetime_ns), now);
+    }
+}
+
+async fn background(weak: Weak<Inner>, tick: Duration) {
+    let mut last_beat = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(tick).await;
+        let Some(inner) = weak.upgrade() else { return };
+        let this = RedisLimiter { inner };
+        if this.inner.outage.is_down() {
+            continue;
+        }
+        this.upkeep().await;
+        if last_beat.elapsed() >= HEARTBEAT_EVERY {
+            last_beat = tokio::time::Instant::now();
+            this.heartbeat().await;
+        }
+    }
+}
