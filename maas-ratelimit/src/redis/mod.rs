@@ -268,6 +268,12 @@ impl RedisLimiter {
         }
     }
 
+    /// This limiter's id among the replicas: the field of its lease records under each key
+    /// and its member in the replica set (`<prefix>:replicas`). Random per limiter.
+    pub fn replica_id(&self) -> &str {
+        &self.inner.replica
+    }
+
     /// Keys this replica keeps lease state for (0 when it does not lease).
     pub fn leased_keys(&self) -> usize {
         self.inner.leases.as_ref().map_or(0, Leases::len)
