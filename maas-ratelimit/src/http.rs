@@ -57,7 +57,7 @@ use tower_service::Service;
 use crate::layer::{
     Admission, CostExtractor, KeyExtractor, RateLimitLayer, RateLimitLayerBuilder, Shared,
 };
-use crate::{Decision, Limiter};
+use crate::{AsyncLimiter, Decision};
 
 /// `RateLimit-Limit`
 pub const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -264,7 +264,7 @@ where
     ReqB: Send + 'static,
     KF: KeyExtractor<Request<ReqB>>,
     CF: CostExtractor<Request<ReqB>>,
-    L: Limiter<KF::Key>,
+    L: AsyncLimiter<KF::Key>,
 {
     type Response = Response<ResB>;
     type Error = S::Error;
@@ -299,6 +299,26 @@ where
                                 Ok(response)
                             }
                             Err(d) => Ok(too_many_requests(&d)),
+                        }
+                    }),
+                }
+            }
+            Admission::Pending(answer) => {
+                let clone = self.inner.clone();
+                let mut ready = std::mem::replace(&mut self.inner, clone);
+                let shared = self.shared.clone();
+                HttpResponseFuture::Waiting {
+                    future: Box::pin(async move {
+                        let admission = Shared::<L, KF, CF>::verdict(answer.await);
+                        shared.record(&admission);
+                        match admission {
+                            Admission::Pass(decision) => {
+                                let mut response = ready.call(request).await?;
+                                insert_ratelimit_headers(response.headers_mut(), &decision);
+                                Ok(response)
+                            }
+                            Admission::Reject(d) => Ok(too_many_requests(&d)),
+                            _ => unreachable!("a verdict passes or rejects"),
                         }
                     }),
                 }

@@ -84,7 +84,7 @@ pub use error::{ConfigError, RateLimitError, RateLimited};
 pub use fixed_window::FixedWindow;
 pub use keyed::{KeyedLimiter, WhenFull};
 pub use layer::{RateLimitLayer, RateLimitLayerBuilder};
-pub use limiter::Limiter;
+pub use limiter::{Answer, AsyncLimiter, Limiter};
 pub use quota::Quota;
 pub use sliding_window::SlidingWindow;
 pub use token_bucket::TokenBucket;

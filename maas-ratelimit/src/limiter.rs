@@ -1,7 +1,10 @@
-//! The one trait the tower layer needs from a limiter.
+//! The traits the tower layer needs from a limiter: [`Limiter`] answers at once,
+//! [`AsyncLimiter`] may need a round trip.
 
 use std::borrow::Borrow;
+use std::future::Future;
 use std::hash::{BuildHasher, Hash};
+use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::algorithm::Algorithm;
@@ -103,5 +106,53 @@ impl<K: ?Sized, L: Limiter<K> + ?Sized> Limiter<K> for Arc<L> {
 
     fn tracked_keys(&self) -> Option<usize> {
         (**self).tracked_keys()
+    }
+}
+
+/// A decision, or the future that will give it.
+pub enum Answer {
+    /// Decided at once.
+    Ready(Decision),
+    /// Decided once the future resolves (e.g. after a call to Redis).
+    Pending(Pin<Box<dyn Future<Output = Decision> + Send + 'static>>),
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Answer::Ready(d) => f.debug_tuple("Ready").field(d).finish(),
+            Answer::Pending(_) => f.write_str("Pending"),
+        }
+    }
+}
+
+/// What [`RateLimitLayer`](crate::RateLimitLayer) and the HTTP adapter take: a limiter
+/// that may have to wait for its answer, like the Redis one (feature `redis`), which
+/// answers from its lease at once and goes to Redis otherwise.
+///
+/// Every [`Limiter`] is one, answering at once; implement it yourself only for a limiter
+/// that must wait.
+///
+/// In the layer's wait mode, a limiter without a synchronous form ([`as_sync`] `None`) is
+/// asked again after each `retry_after` until the request passes or the wait would exceed
+/// the maximum (there is no FIFO order across replicas to keep).
+///
+/// [`as_sync`]: AsyncLimiter::as_sync
+pub trait AsyncLimiter<K: ?Sized>: Send + Sync + 'static {
+    /// Checks `cost` units for `key`, consuming them when the request passes.
+    fn check_async(&self, key: &K, cost: u64) -> Answer;
+
+    /// The limiter as a [`Limiter`], when it can answer at once.
+    fn as_sync(&self) -> Option<&dyn Limiter<K>>;
+}
+
+impl<K: ?Sized, L: Limiter<K>> AsyncLimiter<K> for L {
+    #[inline]
+    fn check_async(&self, key: &K, cost: u64) -> Answer {
+        Answer::Ready(self.check_key(key, cost))
+    }
+
+    fn as_sync(&self) -> Option<&dyn Limiter<K>> {
+        Some(self)
     }
 }

@@ -9,7 +9,7 @@ use tower_service::Service;
 use super::extract::{CostExtractor, KeyExtractor};
 use super::future::ResponseFuture;
 use super::shared::{Admission, Shared};
-use crate::{Limiter, RateLimitError, RateLimited};
+use crate::{AsyncLimiter, RateLimitError, RateLimited};
 
 /// A service that checks each request against a shared limiter before calling the inner
 /// service. Made by [`RateLimitLayer`](crate::RateLimitLayer); clones share the limiter.
@@ -67,7 +67,7 @@ where
     R: Send + 'static,
     KF: KeyExtractor<R>,
     CF: CostExtractor<R>,
-    L: Limiter<KF::Key>,
+    L: AsyncLimiter<KF::Key>,
 {
     type Response = S::Response;
     type Error = RateLimitError<S::Error>;
@@ -93,6 +93,19 @@ where
                     match shared.wait_turn(key, cost).await {
                         Ok(_) => ready.call(request).await.map_err(RateLimitError::Service),
                         Err(d) => Err(RateLimitError::Limited(RateLimited::new(d))),
+                    }
+                }))
+            }
+            Admission::Pending(answer) => {
+                let clone = self.inner.clone();
+                let mut ready = std::mem::replace(&mut self.inner, clone);
+                let shared = self.shared.clone();
+                ResponseFuture::waiting(Box::pin(async move {
+                    let admission = Shared::<L, KF, CF>::verdict(answer.await);
+                    shared.record(&admission);
+                    match admission {
+                        Admission::Reject(d) => Err(RateLimitError::Limited(RateLimited::new(d))),
+                        _ => ready.call(request).await.map_err(RateLimitError::Service),
                     }
                 }))
             }

@@ -68,6 +68,7 @@ mod observer;
 mod outage;
 mod script;
 mod share;
+mod tower;
 
 pub use builder::RedisLimiterBuilder;
 #[cfg(feature = "prometheus")]
@@ -298,6 +299,11 @@ impl RedisLimiter {
         if let Some(d) = consume.then(|| self.local_answer(key, cost)).flatten() {
             return d;
         }
+        self.decide_remotely(key, cost, consume).await
+    }
+
+    /// Decides in Redis (the local answer was not enough), or by the outage policy.
+    async fn decide_remotely(&self, key: &str, cost: u64, consume: bool) -> Decision {
         let inner = &self.inner;
         if let Route::Redis { probe } = inner.outage.route(std::time::Instant::now()) {
             match self.ask(key, cost, consume).await {
