@@ -311,3 +311,34 @@ async fn every_algorithm_lets_requests_through_again_once_time_passes() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_key_can_have_a_quota_of_its_own() {
+    let redis = limiter(
+        RedisAlgorithm::FixedWindow(Quota::per_hour(2)),
+        &prefix("perkey"),
+    )
+    .await;
+    redis.set_key_quota("vip", Quota::per_hour(5)).unwrap();
+    let passed = |key: &'static str| {
+        let redis = redis.clone();
+        async move {
+            let mut n = 0;
+            for _ in 0..8 {
+                let d = redis.try_check(key, 1).await.unwrap();
+                n += u32::from(d.is_allowed());
+            }
+            n
+        }
+    };
+    assert_eq!(passed("vip").await, 5);
+    assert_eq!(passed("regular").await, 2);
+    assert_eq!(redis.try_peek("vip", 1).await.unwrap().limit(), 5);
+    assert!(redis.clear_key_quota("vip"));
+    assert!(!redis.clear_key_quota("vip"));
+    assert_eq!(redis.try_peek("vip", 1).await.unwrap().limit(), 2);
+    assert!(matches!(
+        redis.set_key_quota("bad", Quota::per_hour(0)),
+        Err(RedisLimitError::Config(_))
+    ));
+}

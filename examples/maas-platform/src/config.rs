@@ -38,6 +38,14 @@ pub struct Config {
     pub build_group: String,
     /// Requests per minute per tenant on `/v1` (`MAAS_RATE_PER_MINUTE`, default 600).
     pub rate_per_minute: u32,
+    /// Redis holding the per-tenant limit, so it is one limit for all replicas
+    /// (`MAAS_REDIS_URL`, `redis://[:password@]host:port[/db]` or `rediss://`); none: each
+    /// replica limits on its own, in memory. A secret when it carries a password.
+    pub redis_url: Option<String>,
+    /// What the limit does while Redis is down (`MAAS_REDIS_OUTAGE`: `local-share`, the
+    /// default — each replica allows its share of the limit, by the replicas seen —
+    /// `fail-open` or `fail-closed`).
+    pub redis_outage: maas_ratelimit::redis::OutagePolicy,
     /// Quota credits each new tenant starts with (`MAAS_TENANT_QUOTA`, default 100).
     pub tenant_quota: i64,
     /// Credits one model build costs (`MAAS_BUILD_COST`, default 10).
@@ -63,6 +71,10 @@ impl Default for Config {
             build_topic: crate::builders::TOPIC.to_owned(),
             build_group: crate::builders::GROUP.to_owned(),
             rate_per_minute: 600,
+            redis_url: None,
+            redis_outage: maas_ratelimit::redis::OutagePolicy::LocalShare {
+                replicas: maas_ratelimit::redis::Replicas::Seen,
+            },
             tenant_quota: 100,
             build_cost: 10,
             build_time: Duration::from_millis(300),
@@ -124,6 +136,34 @@ impl Config {
         }
         if let Some(v) = lookup("MAAS_RATE_PER_MINUTE") {
             c.rate_per_minute = positive("MAAS_RATE_PER_MINUTE", &v)?;
+        }
+        if let Some(v) = lookup("MAAS_REDIS_URL") {
+            if !(v.starts_with("redis://") || v.starts_with("rediss://")) {
+                // The value may hold a password: not echoed.
+                return Err(refuse(
+                    "MAAS_REDIS_URL",
+                    "<hidden>",
+                    "expected redis://host:port or rediss://host:port",
+                ));
+            }
+            c.redis_url = Some(v);
+        }
+        if let Some(v) = lookup("MAAS_REDIS_OUTAGE") {
+            use maas_ratelimit::redis::{OutagePolicy, Replicas};
+            c.redis_outage = match v.trim() {
+                "local-share" => OutagePolicy::LocalShare {
+                    replicas: Replicas::Seen,
+                },
+                "fail-open" => OutagePolicy::FailOpen,
+                "fail-closed" => OutagePolicy::FailClosed,
+                _ => {
+                    return Err(refuse(
+                        "MAAS_REDIS_OUTAGE",
+                        &v,
+                        "expected local-share, fail-open or fail-closed",
+                    ));
+                }
+            };
         }
         if let Some(v) = lookup("MAAS_TENANT_QUOTA") {
             c.tenant_quota = parse("MAAS_TENANT_QUOTA", &v, "expected a whole number")?;
@@ -194,9 +234,19 @@ mod tests {
             "MAAS_ADDR" => Some("0.0.0.0:9000".into()),
             "MAAS_KAFKA_BROKERS" => Some("a:9092, b:9092".into()),
             "MAAS_BUILDERS" => Some("5".into()),
+            "MAAS_REDIS_URL" => Some("redis://:pw@cache:6379/0".into()),
+            "MAAS_REDIS_OUTAGE" => Some("fail-closed".into()),
             _ => None,
         })
         .unwrap();
+        assert_eq!(c.redis_url.as_deref(), Some("redis://:pw@cache:6379/0"));
+        assert_eq!(
+            c.redis_outage,
+            maas_ratelimit::redis::OutagePolicy::FailClosed
+        );
+        let e = Config::from_lookup(|n| (n == "MAAS_REDIS_URL").then(|| "cache:6379".into()))
+            .unwrap_err();
+        assert!(!e.to_string().contains("cache"), "{e}");
         assert_eq!(c.addr.port(), 9000);
         assert_eq!(c.kafka_brokers.unwrap(), ["a:9092", "b:9092"]);
         assert_eq!(c.builders, 5);

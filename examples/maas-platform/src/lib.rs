@@ -23,6 +23,7 @@ mod api;
 mod builders;
 mod config;
 mod inference;
+mod limits;
 mod store;
 
 use std::net::SocketAddr;
@@ -30,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use maas_queue::{Cluster, ConsumerHandle, GroupConsumer, MemoryBroker, Producer};
-use maas_ratelimit::{KeyedLimiter, Quota, RateLimitLayer};
+use maas_ratelimit::RateLimitLayer;
 use maas_saga::Engine;
 use maas_saga::store::{PgStore, SagaStore, SqliteStore};
 use maas_telemetry::{HttpMetricsLayer, HttpTraceLayer, metrics_router};
@@ -105,6 +106,8 @@ pub struct Platform {
     builders: Vec<ConsumerHandle>,
     producer: Producer,
     engine: Arc<Engine>,
+    /// The tenant limit in Redis, when it is there: its leases go back at shutdown.
+    redis_limiter: Option<maas_ratelimit::redis::RedisLimiter>,
 }
 
 impl Platform {
@@ -205,16 +208,11 @@ impl Platform {
                     reason: e.to_string(),
                 })
             })?;
-        let limiter = KeyedLimiter::token_bucket(Quota::per_minute(config.rate_per_minute.into()))
-            .metrics(&limit_metrics, "api")
-            .build::<String>()
-            .map_err(|e| {
-                PlatformError::Config(ConfigError {
-                    name: "MAAS_RATE_PER_MINUTE",
-                    value: config.rate_per_minute.to_string(),
-                    reason: e.to_string(),
-                })
-            })?;
+        let limiter = limits::tenant_limiter(&config, &registry, &limit_metrics).await?;
+        let redis_limiter = match &limiter {
+            limits::TenantLimiter::Redis(r) => Some(r.clone()),
+            limits::TenantLimiter::Local(_) => None,
+        };
         let state = api::AppState {
             store,
             engine: engine.clone(),
@@ -268,6 +266,7 @@ impl Platform {
             database = if config.database_url.is_some() { "postgres" } else { "sqlite" },
             data_dir = %config.data_dir.display(),
             broker = if cluster.memory().is_some() { "in-memory" } else { "kafka" },
+            tenant_limit = if redis_limiter.is_some() { "redis" } else { "local" },
             builders = config.builders, "maas-platform listening");
         Ok(Platform {
             addr,
@@ -276,6 +275,7 @@ impl Platform {
             builders: members,
             producer,
             engine,
+            redis_limiter,
         })
     }
 
@@ -292,6 +292,10 @@ impl Platform {
         }
         if let Err(e) = (&mut self.server).await {
             tracing::warn!(error = %e, "HTTP server task ended abnormally");
+        }
+        if let Some(limiter) = &self.redis_limiter {
+            let units = limiter.give_back_leases().await;
+            tracing::info!(units, "tenant-limit leases given back to Redis");
         }
         for b in self.builders.drain(..) {
             b.shutdown().await;

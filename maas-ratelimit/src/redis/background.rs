@@ -20,7 +20,8 @@ impl RedisLimiter {
             return;
         }
         let sent_at = leases.now();
-        let Some((want, held)) = slot.claim(sent_at, &leases.sizing()) else {
+        let params = self.params_for(key);
+        let Some((want, held)) = slot.claim(sent_at, &leases.sizing(params.max_overshoot)) else {
             return;
         };
         let this = self.clone();

@@ -131,56 +131,7 @@ impl RedisLimiterBuilder {
                 "the maximum overshoot must be between 0 and 100 percent",
             ));
         }
-        let (quota, token_bucket) = match self.algorithm {
-            RedisAlgorithm::TokenBucket(q) => (q, true),
-            RedisAlgorithm::FixedWindow(q) | RedisAlgorithm::SlidingWindow { quota: q, .. } => {
-                (q, false)
-            }
-        };
-        if quota.limit() == 0 {
-            return Err(RedisLimitError::Config("the limit must be at least 1"));
-        }
-        let period = u64::try_from(quota.period().as_micros()).unwrap_or(u64::MAX);
-        if period == 0 || period > MAX_MICROS {
-            return Err(RedisLimitError::Config(
-                "the period must be between 1 µs and 100 years",
-            ));
-        }
-        // Whole units, rounded down: never more than the percentage.
-        let max_overshoot = (quota.limit() as f64 * self.overshoot_percent / 100.0) as u64;
-        let max_overshoot = if max_overshoot < 2 { 0 } else { max_overshoot };
-        let (step_us, capacity, buckets) = if token_bucket {
-            // One token refills in period / limit, rounded up to a whole microsecond.
-            let interval = period.div_ceil(quota.limit());
-            let capacity = quota.burst().max(1);
-            if interval.saturating_mul(capacity) > MAX_MICROS {
-                return Err(RedisLimitError::Config(
-                    "the burst times the refill interval must stay under 100 years",
-                ));
-            }
-            (interval, capacity, None)
-        } else if let RedisAlgorithm::SlidingWindow { buckets, .. } = self.algorithm {
-            if buckets == 0 {
-                return Err(RedisLimitError::Config(
-                    "a sliding window needs at least one bucket",
-                ));
-            }
-            let bucket = period / u64::from(buckets);
-            if bucket == 0 {
-                return Err(RedisLimitError::Config(
-                    "a sliding window's bucket must be at least 1 µs",
-                ));
-            }
-            (bucket, quota.limit(), Some(buckets))
-        } else {
-            (period, quota.limit(), None)
-        };
-        Ok(Params {
-            step_us,
-            capacity,
-            buckets,
-            max_overshoot,
-        })
+        params_of(self.algorithm, self.overshoot_percent)
     }
 
     /// The lease settings, or `None` when the limiter runs one call per check.
@@ -206,7 +157,6 @@ impl RedisLimiterBuilder {
             ));
         }
         Ok(Some(LeaseSettings {
-            max_overshoot: p.max_overshoot,
             horizon_ns: nanos(self.lease_horizon),
             lifetime_ns: nanos(lifetime),
             max_keys: self.max_lease_keys,
@@ -272,7 +222,11 @@ impl RedisLimiterBuilder {
                     observer,
                 },
                 prefix: self.prefix,
+                algorithm: self.algorithm,
+                overshoot_percent: self.overshoot_percent,
                 params,
+                overrides: Default::default(),
+                has_overrides: Default::default(),
                 policy: self.policy,
                 outage: Outage::new(self.probe_every.max(Duration::from_millis(1))),
                 local,
@@ -286,6 +240,64 @@ impl RedisLimiterBuilder {
         }
         Ok(limiter)
     }
+}
+
+/// The script parameters of `algorithm`'s quota, with leases of at most `overshoot_percent`
+/// of its limit.
+pub(super) fn params_of(
+    algorithm: RedisAlgorithm,
+    overshoot_percent: f64,
+) -> Result<Params, RedisLimitError> {
+    let (quota, token_bucket) = match algorithm {
+        RedisAlgorithm::TokenBucket(q) => (q, true),
+        RedisAlgorithm::FixedWindow(q) | RedisAlgorithm::SlidingWindow { quota: q, .. } => {
+            (q, false)
+        }
+    };
+    if quota.limit() == 0 {
+        return Err(RedisLimitError::Config("the limit must be at least 1"));
+    }
+    let period = u64::try_from(quota.period().as_micros()).unwrap_or(u64::MAX);
+    if period == 0 || period > MAX_MICROS {
+        return Err(RedisLimitError::Config(
+            "the period must be between 1 µs and 100 years",
+        ));
+    }
+    // Whole units, rounded down: never more than the percentage.
+    let max_overshoot = (quota.limit() as f64 * overshoot_percent / 100.0) as u64;
+    let max_overshoot = if max_overshoot < 2 { 0 } else { max_overshoot };
+    let (step_us, capacity, buckets) = if token_bucket {
+        // One token refills in period / limit, rounded up to a whole microsecond.
+        let interval = period.div_ceil(quota.limit());
+        let capacity = quota.burst().max(1);
+        if interval.saturating_mul(capacity) > MAX_MICROS {
+            return Err(RedisLimitError::Config(
+                "the burst times the refill interval must stay under 100 years",
+            ));
+        }
+        (interval, capacity, None)
+    } else if let RedisAlgorithm::SlidingWindow { buckets, .. } = algorithm {
+        if buckets == 0 {
+            return Err(RedisLimitError::Config(
+                "a sliding window needs at least one bucket",
+            ));
+        }
+        let bucket = period / u64::from(buckets);
+        if bucket == 0 {
+            return Err(RedisLimitError::Config(
+                "a sliding window's bucket must be at least 1 µs",
+            ));
+        }
+        (bucket, quota.limit(), Some(buckets))
+    } else {
+        (period, quota.limit(), None)
+    };
+    Ok(Params {
+        step_us,
+        capacity,
+        buckets,
+        max_overshoot,
+    })
 }
 
 /// A replica id unique across processes and limiters: random bits and the process id.

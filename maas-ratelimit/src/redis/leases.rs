@@ -16,8 +16,6 @@ type Map = HashMap<String, Arc<Slot>, foldhash::fast::RandomState>;
 /// How a limiter leases: set at build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LeaseSettings {
-    /// The most units outstanding in all replicas' leases of one key.
-    pub(crate) max_overshoot: u64,
     /// How much of a replica's own demand one lease covers, ns.
     pub(crate) horizon_ns: u64,
     /// The longest a lease lives, ns.
@@ -55,11 +53,12 @@ impl Leases {
         u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// The sizing of this replica's next lease.
-    pub(crate) fn sizing(&self) -> Sizing {
+    /// The sizing of this replica's next lease of a key whose leases may hold
+    /// `max_overshoot` units in all.
+    pub(crate) fn sizing(&self, max_overshoot: u64) -> Sizing {
         Sizing {
             horizon_ns: self.settings.horizon_ns,
-            cap: self.settings.max_overshoot / self.replicas.load(Relaxed).max(1),
+            cap: max_overshoot / self.replicas.load(Relaxed).max(1),
             lifetime_ns: self.settings.lifetime_ns,
         }
     }
@@ -157,7 +156,6 @@ mod tests {
 
     fn leases(max_keys: usize) -> Leases {
         Leases::new(LeaseSettings {
-            max_overshoot: 30,
             horizon_ns: 1,
             lifetime_ns: 1,
             max_keys,
@@ -183,10 +181,10 @@ mod tests {
     #[test]
     fn the_overshoot_is_shared_among_the_replicas_seen() {
         let l = leases(1);
-        assert_eq!(l.sizing().cap, 30);
+        assert_eq!(l.sizing(30).cap, 30);
         l.set_replicas(3);
-        assert_eq!(l.sizing().cap, 10);
+        assert_eq!(l.sizing(30).cap, 10);
         l.set_replicas(0);
-        assert_eq!(l.sizing().cap, 30);
+        assert_eq!(l.sizing(30).cap, 30);
     }
 }

@@ -82,8 +82,11 @@ pub mod sim {
     pub use super::lease::{Reply, Sizing, Slot, Take};
 }
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use hashbrown::HashMap;
 
 use crate::Decision;
 use call::Caller;
@@ -111,6 +114,19 @@ pub enum RedisAlgorithm {
 }
 
 use crate::Quota;
+
+impl RedisAlgorithm {
+    /// The same algorithm with `quota`.
+    fn with_quota(self, quota: Quota) -> Self {
+        match self {
+            RedisAlgorithm::TokenBucket(_) => RedisAlgorithm::TokenBucket(quota),
+            RedisAlgorithm::FixedWindow(_) => RedisAlgorithm::FixedWindow(quota),
+            RedisAlgorithm::SlidingWindow { buckets, .. } => {
+                RedisAlgorithm::SlidingWindow { quota, buckets }
+            }
+        }
+    }
+}
 
 /// Why a Redis check did not give a decision.
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +170,13 @@ pub struct RedisLimiter {
 pub(crate) struct Inner {
     caller: Caller,
     prefix: String,
+    algorithm: RedisAlgorithm,
+    overshoot_percent: f64,
+    /// The default quota's parameters.
     params: Params,
+    /// Keys with a quota of their own.
+    overrides: RwLock<HashMap<String, Params, foldhash::fast::RandomState>>,
+    has_overrides: AtomicBool,
     policy: OutagePolicy,
     outage: Outage,
     /// `LocalShare`'s in-memory limiter.
@@ -269,6 +291,47 @@ impl RedisLimiter {
         }
     }
 
+    /// Gives `key` a quota of its own (same algorithm), e.g. a larger one for one customer.
+    /// It lives on this limiter: give every replica the same overrides, or they disagree
+    /// about the key's limit. The key's leases follow its quota's overshoot.
+    pub fn set_key_quota(&self, key: &str, quota: Quota) -> Result<(), RedisLimitError> {
+        let inner = &self.inner;
+        let algorithm = inner.algorithm.with_quota(quota);
+        let params = builder::params_of(algorithm, inner.overshoot_percent)?;
+        if let Some(share) = &inner.local {
+            share.set_key(key, Some(quota));
+        }
+        inner
+            .overrides
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_owned(), params);
+        inner.has_overrides.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Removes `key`'s own quota; returns whether it had one.
+    pub fn clear_key_quota(&self, key: &str) -> bool {
+        let inner = &self.inner;
+        if let Some(share) = &inner.local {
+            share.set_key(key, None);
+        }
+        let mut o = inner.overrides.write().unwrap_or_else(|p| p.into_inner());
+        let had = o.remove(key).is_some();
+        inner.has_overrides.store(!o.is_empty(), Ordering::Release);
+        had
+    }
+
+    /// The parameters of `key`'s quota.
+    fn params_for(&self, key: &str) -> Params {
+        let inner = &self.inner;
+        if !inner.has_overrides.load(Ordering::Acquire) {
+            return inner.params;
+        }
+        let o = inner.overrides.read().unwrap_or_else(|p| p.into_inner());
+        o.get(key).copied().unwrap_or(inner.params)
+    }
+
     /// This limiter's id among the replicas: the field of its lease records under each key
     /// and its member in the replica set (`<prefix>:replicas`). Random per limiter.
     pub fn replica_id(&self) -> &str {
@@ -320,7 +383,7 @@ impl RedisLimiter {
             Some(share) => share.limiter.peek_key(key, cost),
             None => outage::fixed_answer(
                 inner.policy == OutagePolicy::FailOpen,
-                inner.params.capacity,
+                self.params_for(key).capacity,
                 inner.outage.probe_every(),
             ),
         }
@@ -344,7 +407,7 @@ impl RedisLimiter {
     fn local_answer(&self, key: &str, cost: u64) -> Option<Decision> {
         let leases = self.inner.leases.as_ref()?;
         let now = leases.now();
-        let limit = self.inner.params.capacity;
+        let limit = self.params_for(key).capacity;
         let (take, refill) = leases.with(key, |slot| {
             let take = slot.take(now, cost);
             let refill = matches!(take, Take::Local { .. })
@@ -378,7 +441,7 @@ impl RedisLimiter {
     /// Asks Redis: with a lease when the limiter leases and the check consumes.
     async fn ask(&self, key: &str, cost: u64, consume: bool) -> Result<Decision, RedisLimitError> {
         let inner = &self.inner;
-        let p = &inner.params;
+        let p = &self.params_for(key);
         let leased = match &inner.leases {
             Some(leases) if consume => {
                 let now = leases.now();
@@ -393,7 +456,7 @@ impl RedisLimiter {
                 .await?;
             return script::decision(p.capacity, &reply).ok_or(RedisLimitError::Reply(reply));
         };
-        let claim = slot.claim(sent_at, &leases.sizing());
+        let claim = slot.claim(sent_at, &leases.sizing(p.max_overshoot));
         let (want, held) = claim.unwrap_or((0, 0));
         let keys = (self.redis_key(key), self.lease_key(key));
         let answered = inner
@@ -440,7 +503,7 @@ impl RedisLimiter {
         let back = self
             .inner
             .caller
-            .give_back(keys, &self.inner.params, &self.inner.replica, held)
+            .give_back(keys, &self.params_for(key), &self.inner.replica, held)
             .await;
         slot.end_return();
         match back {

@@ -9,11 +9,16 @@ use crate::algorithm::SlidingWindowCore;
 use crate::{ConfigError, KeyedLimiter, Limiter, Quota};
 
 type Requota = Box<dyn Fn(Quota) -> Result<(), ConfigError> + Send + Sync>;
+/// Sets (`Some`) or clears a key's own quota.
+type KeyRequota = Box<dyn Fn(&str, Option<Quota>) -> Result<(), ConfigError> + Send + Sync>;
 
 /// One replica's share of a limit, in memory.
 pub(crate) struct LocalShare {
     pub(crate) limiter: Arc<dyn Limiter<str>>,
     requota: Requota,
+    key_requota: KeyRequota,
+    /// Keys with their own (undivided) quota.
+    overrides: std::sync::Mutex<Vec<(String, Quota)>>,
     quota: Quota,
     /// Whether the quota's burst is divided too (the token bucket).
     burst: bool,
@@ -56,10 +61,18 @@ impl LocalShare {
                 let l = Arc::new($builder.build::<String>()?);
                 let set = l.clone();
                 let requota: Requota = Box::new(move |q| set.set_quota(q));
-                (l as Arc<dyn Limiter<str>>, requota, $quota)
+                let set = l.clone();
+                let key_requota: KeyRequota = Box::new(move |k, q| match q {
+                    Some(q) => set.set_key_quota(k.to_owned(), q),
+                    None => {
+                        set.clear_key_quota(k);
+                        Ok(())
+                    }
+                });
+                (l as Arc<dyn Limiter<str>>, requota, key_requota, $quota)
             }};
         }
-        let (limiter, requota, quota) = match algorithm {
+        let (limiter, requota, key_requota, quota) = match algorithm {
             RedisAlgorithm::TokenBucket(q) => {
                 keyed!(KeyedLimiter::token_bucket(divided(q, replicas, true)), q)
             }
@@ -77,6 +90,8 @@ impl LocalShare {
         Ok(LocalShare {
             limiter,
             requota,
+            key_requota,
+            overrides: std::sync::Mutex::default(),
             quota,
             burst: matches!(algorithm, RedisAlgorithm::TokenBucket(_)),
             replicas: AtomicU64::new(replicas.max(1)),
@@ -89,9 +104,32 @@ impl LocalShare {
         let n = n.max(1);
         if self.replicas.swap(n, Relaxed) != n {
             // The quota was valid divided once; divided again it stays valid.
-            if (self.requota)(divided(self.quota, n, self.burst)).is_err() {
+            let mut ok = (self.requota)(divided(self.quota, n, self.burst)).is_ok();
+            for (k, q) in self
+                .overrides
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+            {
+                ok &= (self.key_requota)(k, Some(divided(*q, n, self.burst))).is_ok();
+            }
+            if !ok {
                 tracing::warn!(target: "maas_ratelimit", replicas = n, "the local share could not be resized");
             }
+        }
+    }
+
+    /// Gives `key` its own quota (`Some`, divided like the default) or takes it away.
+    pub(crate) fn set_key(&self, key: &str, quota: Option<Quota>) {
+        let mut o = self.overrides.lock().unwrap_or_else(|p| p.into_inner());
+        o.retain(|(k, _)| k != key);
+        let n = self.replicas();
+        let share = quota.map(|q| divided(q, n, self.burst));
+        if let Some(q) = quota {
+            o.push((key.to_owned(), q));
+        }
+        if (self.key_requota)(key, share).is_err() {
+            tracing::warn!(target: "maas_ratelimit", "a key's local share could not be set");
         }
     }
 
