@@ -39,7 +39,7 @@ pub struct Config {
     /// Requests per minute per tenant on `/v1` (`MAAS_RATE_PER_MINUTE`, default 600).
     pub rate_per_minute: u32,
     /// Redis holding the per-tenant limit, so it is one limit for all replicas
-    /// (`MAAS_REDIS_URL`, `redis://[:password@]host:port[/db]` or `rediss://`); none: each
+    /// (`MAAS_REDIS_URL`, `redis://[:password@]host:port[/db]`; no TLS yet); none: each
     /// replica limits on its own, in memory. A secret when it carries a password.
     pub redis_url: Option<String>,
     /// What the limit does while Redis is down (`MAAS_REDIS_OUTAGE`: `local-share`, the
@@ -138,12 +138,12 @@ impl Config {
             c.rate_per_minute = positive("MAAS_RATE_PER_MINUTE", &v)?;
         }
         if let Some(v) = lookup("MAAS_REDIS_URL") {
-            if !(v.starts_with("redis://") || v.starts_with("rediss://")) {
+            if !v.starts_with("redis://") {
                 // The value may hold a password: not echoed.
                 return Err(refuse(
                     "MAAS_REDIS_URL",
                     "<hidden>",
-                    "expected redis://host:port or rediss://host:port",
+                    "expected redis://host:port (TLS is not built in)",
                 ));
             }
             c.redis_url = Some(v);

@@ -65,6 +65,7 @@ fn helm_chart_renders_the_committed_manifests_and_they_validate() {
         "name: MAAS_INSTANCE",
         "readOnlyRootFilesystem: true",
         "checksum/config:",
+        "MAAS_REDIS_URL:",
     ] {
         assert!(
             rendered.contains(needle),
