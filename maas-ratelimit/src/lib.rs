@@ -51,7 +51,9 @@
 //! * `prometheus` — [`metrics::RateLimitMetrics`]: allowed / rejected counters and a
 //!   tracked-keys gauge per limiter name.
 //! * `redis` — [`redis::RedisLimiter`]: the token bucket, fixed or sliding window kept in
-//!   Redis, one limit for every replica (one atomic script per check, the server's clock).
+//!   Redis, one limit for every replica (atomic scripts on the server's clock; hot keys
+//!   answered from local leases within a bounded overshoot; a typed outage policy). It goes
+//!   into [`RateLimitLayer`] as it is: the layer takes any [`AsyncLimiter`].
 //!
 //! The crate emits `tracing` events (target `maas_ratelimit`) for rejections.
 //!
@@ -90,6 +92,6 @@ pub use sliding_window::SlidingWindow;
 pub use token_bucket::TokenBucket;
 
 /// The README's example, compiled as a doctest.
-#[cfg(all(doctest, feature = "http"))]
+#[cfg(all(doctest, feature = "http", feature = "redis"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
