@@ -16,6 +16,11 @@ impl RedisLimiter {
     pub(super) fn spawn_refill(&self, key: &str, slot: Arc<Slot>) {
         let inner = &self.inner;
         let Some(leases) = &inner.leases else { return };
+        // Outside a Tokio runtime there is nowhere to run it: the next check that finds the
+        // lease empty takes a new one inline.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         if inner.outage.is_down() {
             return;
         }
@@ -26,7 +31,7 @@ impl RedisLimiter {
         };
         let this = self.clone();
         let keys = (self.redis_key(key), self.lease_key(key));
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let inner = &this.inner;
             let Some(leases) = &inner.leases else { return };
             let answered = inner

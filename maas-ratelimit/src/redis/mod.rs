@@ -408,16 +408,15 @@ impl RedisLimiter {
         let leases = self.inner.leases.as_ref()?;
         let now = leases.now();
         let limit = self.params_for(key).capacity;
-        let (take, refill) = leases.with(key, |slot| {
+        let (take, refill, (server_left, reset_at)) = leases.with(key, |slot| {
             let take = slot.take(now, cost);
             let refill = matches!(take, Take::Local { .. })
                 && slot.wants_refill(now, leases.settings.lifetime_ns);
-            (take, refill.then(|| slot.clone()))
+            (take, refill.then(|| slot.clone()), slot.hint())
         })?;
         if let Some(slot) = refill {
             self.spawn_refill(key, slot);
         }
-        let (server_left, reset_at) = leases.with(key, |s| s.hint()).unwrap_or((0, now));
         let reset = Duration::from_nanos(reset_at.saturating_sub(now));
         match take {
             Take::Local { left } => {
