@@ -14,17 +14,8 @@ use maas_ratelimit::{Quota, RateLimitLayer};
 use reqwest::StatusCode;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
-fn redis_url() -> String {
-    std::env::var("MAAS_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
-}
-
-fn prefix(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("maas:test:layer:{tag}:{}:{nanos}", std::process::id())
-}
+mod support;
+use support::{prefix, redis_url, unreachable};
 
 async fn limiter(algorithm: RedisAlgorithm, prefix: &str) -> RedisLimiter {
     let url = redis_url();
@@ -32,12 +23,7 @@ async fn limiter(algorithm: RedisAlgorithm, prefix: &str) -> RedisLimiter {
         .prefix(prefix)
         .connect()
         .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "Redis is not reachable at `{url}`: {e}; start it with `scripts/dev-services` \
-                 (Redis on 127.0.0.1:6379), or point MAAS_TEST_REDIS at a running server"
-            )
-        })
+        .unwrap_or_else(|e| unreachable(&url, e))
 }
 
 fn api_key(req: &Request) -> String {

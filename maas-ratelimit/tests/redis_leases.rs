@@ -6,38 +6,10 @@ use std::time::Duration;
 
 use maas_ratelimit::Quota;
 use maas_ratelimit::redis::{OutagePolicy, RedisAlgorithm, RedisLimiter, RedisMetrics};
-use prometheus::{Encoder, Registry, TextEncoder};
+use prometheus::Registry;
 
-fn redis_url() -> String {
-    std::env::var("MAAS_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
-}
-
-fn prefix(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("maas:test:lease:{tag}:{}:{nanos}", std::process::id())
-}
-
-fn unreachable(url: &str, e: impl std::fmt::Display) -> ! {
-    panic!(
-        "Redis is not reachable at `{url}`: {e}; start it with `scripts/dev-services` \
-         (Redis on 127.0.0.1:6379), or point MAAS_TEST_REDIS at a running server"
-    )
-}
-
-async fn raw() -> redis::aio::MultiplexedConnection {
-    let url = redis_url();
-    match redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => unreachable(&url, e),
-    }
-}
+mod support;
+use support::{metric, prefix, raw, redis_url, unreachable};
 
 async fn leased(
     algorithm: RedisAlgorithm,
@@ -53,20 +25,6 @@ async fn leased(
         b = b.metrics(m);
     }
     b.connect().await.unwrap_or_else(|e| unreachable(&url, e))
-}
-
-/// The sum of every series of the counter `name`.
-fn counter(registry: &Registry, name: &str) -> u64 {
-    let mut out = Vec::new();
-    TextEncoder::new()
-        .encode(&registry.gather(), &mut out)
-        .unwrap();
-    String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
-        .sum()
 }
 
 /// The fixed window's count in Redis for `key`.
@@ -105,8 +63,8 @@ async fn a_hot_key_is_answered_from_its_lease_and_returns_what_it_did_not_use() 
         admitted += u64::from(l.check("hot", 1).await.is_allowed());
     }
     assert_eq!(admitted, 20_000);
-    let local = counter(&registry, "maas_ratelimit_redis_lease_answers_total");
-    let calls = counter(&registry, "maas_ratelimit_redis_calls_total");
+    let local = metric(&registry, "maas_ratelimit_redis_lease_answers_total") as u64;
+    let calls = metric(&registry, "maas_ratelimit_redis_calls_total") as u64;
     assert!(
         local >= 19_000 && calls < 1_000,
         "{local} checks answered locally, {calls} calls to Redis"
@@ -131,7 +89,7 @@ async fn a_hot_key_is_answered_from_its_lease_and_returns_what_it_did_not_use() 
         "after {back} units came back, Redis counts exactly what was admitted"
     );
     assert_eq!(
-        counter(&registry, "maas_ratelimit_redis_returned_units_total"),
+        metric(&registry, "maas_ratelimit_redis_returned_units_total") as u64,
         back
     );
     assert!(
@@ -196,7 +154,7 @@ async fn an_idle_key_gives_its_lease_back_and_an_unreturned_lease_expires() {
         2_000,
         "the idle lease went back"
     );
-    assert!(counter(&registry, "maas_ratelimit_redis_lease_returns_total") >= 1);
+    assert!(metric(&registry, "maas_ratelimit_redis_lease_returns_total") as u64 >= 1);
 
     // A replica that never returns its lease (its background task cannot run: the lease is
     // taken on a runtime that is then dropped, as a crash would).

@@ -8,19 +8,8 @@ use maas_ratelimit::clock::ManualClock;
 use maas_ratelimit::redis::{OutagePolicy, RedisAlgorithm, RedisLimitError, RedisLimiter};
 use maas_ratelimit::{Decision, FixedWindow, Quota, SlidingWindow, TokenBucket};
 
-/// URL of the test Redis (override: `MAAS_TEST_REDIS`).
-fn redis_url() -> String {
-    std::env::var("MAAS_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
-}
-
-/// A prefix no other run used.
-fn prefix(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("maas:test:{tag}:{}:{nanos}", std::process::id())
-}
+mod support;
+use support::{prefix, raw, redis_url, unreachable};
 
 /// Connects, or fails the test saying how to start Redis.
 async fn limiter(algorithm: RedisAlgorithm, prefix: &str) -> RedisLimiter {
@@ -30,20 +19,7 @@ async fn limiter(algorithm: RedisAlgorithm, prefix: &str) -> RedisLimiter {
         .deadline(Duration::from_secs(2))
         .connect()
         .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "Redis is not reachable at `{url}`: {e}; start it with `scripts/dev-services` \
-                 (Redis on 127.0.0.1:6379), or point MAAS_TEST_REDIS at a running server"
-            )
-        })
-}
-
-async fn raw() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(redis_url().as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis")
+        .unwrap_or_else(|e| unreachable(&url, e))
 }
 
 /// The Redis decision `got` says what the local limiter's `want` says: allowed or not, what

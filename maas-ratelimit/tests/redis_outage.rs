@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use maas_ratelimit::Quota;
 use maas_ratelimit::redis::{OutagePolicy, RedisAlgorithm, RedisLimiter, RedisMetrics, Replicas};
-use prometheus::{Encoder, Registry, TextEncoder};
+use prometheus::Registry;
+
+mod support;
+use support::metric;
 
 /// A redis-server of the test's own; killed when dropped.
 struct OwnRedis {
@@ -79,19 +82,6 @@ impl Drop for OwnRedis {
 
 const DEADLINE: Duration = Duration::from_millis(50);
 
-/// The value of the series starting with `prefix`, 0 when absent.
-fn value(registry: &Registry, prefix: &str) -> f64 {
-    let mut out = Vec::new();
-    TextEncoder::new()
-        .encode(&registry.gather(), &mut out)
-        .unwrap();
-    String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .map_or(0.0, |l| l.rsplit(' ').next().unwrap().parse().unwrap())
-}
-
 /// Calls `check` `n` times; every call within the deadline plus scheduling slack.
 async fn timed_checks(limiter: &RedisLimiter, key: &str, n: usize) -> Vec<bool> {
     let mut out = Vec::new();
@@ -156,27 +146,27 @@ async fn each_policy_answers_through_an_outage_and_redis_takes_over_again() {
     }
 
     // The metrics saw it: calls answered, then failed calls, policy answers, degraded.
-    let ok = value(
+    let ok = metric(
         &registry,
         "maas_ratelimit_redis_calls_total{limiter=\"outage-0\",outcome=\"ok\"}",
     );
-    let failed = value(
+    let failed = metric(
         &registry,
         "maas_ratelimit_redis_calls_total{limiter=\"outage-0\",outcome=\"error\"}",
-    ) + value(
+    ) + metric(
         &registry,
         "maas_ratelimit_redis_calls_total{limiter=\"outage-0\",outcome=\"timeout\"}",
     );
     assert_eq!(ok, 9.0);
     assert!(failed >= 1.0, "no failed call counted");
     assert!(
-        value(
+        metric(
             &registry,
             "maas_ratelimit_redis_policy_answers_total{limiter=\"outage-0\"}"
         ) >= 6.0
     );
     assert_eq!(
-        value(
+        metric(
             &registry,
             "maas_ratelimit_redis_degraded{limiter=\"outage-0\"}"
         ),
@@ -200,7 +190,7 @@ async fn each_policy_answers_through_an_outage_and_redis_takes_over_again() {
         assert_eq!(d.remaining(), 7, "{policy:?}");
     }
     assert_eq!(
-        value(
+        metric(
             &registry,
             "maas_ratelimit_redis_degraded{limiter=\"outage-0\"}"
         ),

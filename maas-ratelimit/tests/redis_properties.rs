@@ -13,11 +13,10 @@ use maas_ratelimit::redis::{OutagePolicy, RedisAlgorithm, RedisLimiter};
 use maas_ratelimit::{Decision, FixedWindow, Limiter, Quota, SlidingWindow, TokenBucket};
 use proptest::prelude::*;
 
-const DAY: Duration = Duration::from_secs(86_400);
+mod support;
+use support::{redis_url, unreachable};
 
-fn redis_url() -> String {
-    std::env::var("MAAS_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
-}
+const DAY: Duration = Duration::from_secs(86_400);
 
 /// One step: a check (consuming) or a peek, of `cost`.
 #[derive(Debug, Clone, Copy)]
@@ -64,12 +63,7 @@ fn run(
             .per_request()
             .connect()
             .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "Redis is not reachable at `{url}`: {e}; start it with `scripts/dev-services` \
-                     (Redis on 127.0.0.1:6379), or point MAAS_TEST_REDIS at a running server"
-                )
-            });
+            .unwrap_or_else(|e| unreachable(&url, e));
         // Not within a minute of the server's window end.
         let first = redis.try_peek("k", 0).await.unwrap();
         if first.reset_after() > Duration::ZERO && first.reset_after() < Duration::from_secs(60) {

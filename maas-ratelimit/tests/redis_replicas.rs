@@ -16,6 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use maas_ratelimit::Quota;
 use maas_ratelimit::redis::{OutagePolicy, RedisAlgorithm, RedisLimiter};
 
+mod support;
+use support::{redis_url, unreachable};
+
 const LIMIT: u64 = 20_000;
 const MAX_OVERSHOOT: u64 = LIMIT / 100;
 const PERIOD_MS: u64 = 1_000;
@@ -24,10 +27,6 @@ const WINDOWS: u64 = 4;
 const PER_MS: u64 = 15;
 const LIFETIME: Duration = Duration::from_millis(500);
 const KEY: &str = "tenant";
-
-fn redis_url() -> String {
-    std::env::var("MAAS_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
-}
 
 fn unix_us() -> u64 {
     SystemTime::now()
@@ -63,12 +62,7 @@ async fn connect(prefix: &str) -> RedisLimiter {
     .lease_lifetime(LIFETIME)
     .connect()
     .await
-    .unwrap_or_else(|e| {
-        panic!(
-            "Redis is not reachable at `{url}`: {e}; start it with `scripts/dev-services` \
-             (Redis on 127.0.0.1:6379), or point MAAS_TEST_REDIS at a running server"
-        )
-    })
+    .unwrap_or_else(|e| unreachable(&url, e))
 }
 
 /// A child: `prefix start_ms stop_ms hold`. Drives the key from `start_ms` to `stop_ms`
