@@ -252,6 +252,32 @@ impl Slot {
     }
 }
 
+/// Releases a slot's claim if the call holding it is abandoned — its future dropped by a
+/// caller's timeout — so the slot does not stay busy for good.
+#[derive(Debug)]
+pub struct ClaimGuard<'a> {
+    slot: &'a Slot,
+    release: fn(&Slot),
+}
+
+impl<'a> ClaimGuard<'a> {
+    /// Guards `slot`'s claim, calling `release` on it unless disarmed.
+    pub fn new(slot: &'a Slot, release: fn(&Slot)) -> Self {
+        ClaimGuard { slot, release }
+    }
+
+    /// The call ended and settled the claim itself.
+    pub fn disarm(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for ClaimGuard<'_> {
+    fn drop(&mut self) {
+        (self.release)(self.slot);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +352,20 @@ mod tests {
         let (_, held) = s.claim(5 * MS, &SIZING).unwrap();
         assert_eq!(held, 5);
         assert_eq!(s.settle(5 * MS, 0, true, &reply(true, 5, true)), 10);
+    }
+
+    #[test]
+    fn an_abandoned_claim_is_released() {
+        let s = Slot::new(0);
+        for _ in 0..100 {
+            s.take(0, 1);
+        }
+        s.claim(MS, &SIZING).unwrap();
+        drop(ClaimGuard::new(&s, Slot::unclaim));
+        assert!(!s.is_busy());
+        s.claim(MS, &SIZING).unwrap();
+        ClaimGuard::new(&s, Slot::unclaim).disarm();
+        assert!(s.is_busy(), "a disarmed guard leaves the claim to settle");
     }
 
     #[test]

@@ -90,7 +90,7 @@ use hashbrown::HashMap;
 
 use crate::Decision;
 use call::Caller;
-use lease::{Slot, Take};
+use lease::{ClaimGuard, Slot, Take};
 use leases::Leases;
 use outage::{Outage, Route};
 use share::LocalShare;
@@ -220,7 +220,8 @@ impl RedisLimiter {
     ///
     /// Dropping the future may leave the units consumed (the script may have run); the
     /// request is then counted without passing, which errs on the side of the limit. A
-    /// lease being taken is settled by the next call on the key or expires.
+    /// lease being taken when the future is dropped is abandoned: the units it may have
+    /// leased stay counted in Redis until the lease's lifetime ends.
     pub async fn check(&self, key: &str, cost: u64) -> Decision {
         self.decide(key, cost, true).await
     }
@@ -457,21 +458,15 @@ impl RedisLimiter {
         };
         let claim = slot.claim(sent_at, &leases.sizing(p.max_overshoot));
         let (want, held) = claim.unwrap_or((0, 0));
+        // Released on an error or if this future is dropped mid-call.
+        let guard = claim.map(|_| ClaimGuard::new(&slot, Slot::unclaim));
         let keys = (self.redis_key(key), self.lease_key(key));
-        let answered = inner
+        let (raw, reply) = inner
             .caller
             .take(keys, p, &inner.replica, cost, want, held, leases.lifetime())
-            .await;
-        let (raw, reply) = match answered {
-            Ok(r) => r,
-            Err(e) => {
-                if claim.is_some() {
-                    slot.unclaim();
-                }
-                return Err(e);
-            }
-        };
-        if claim.is_some() {
+            .await?;
+        if let Some(guard) = guard {
+            guard.disarm();
             inner.caller.observer.refill(reply.granted);
         }
         let left = slot.settle(sent_at, cost, claim.is_some(), &reply);
@@ -498,13 +493,15 @@ impl RedisLimiter {
         if held == 0 {
             return 0;
         }
+        // The return ends, answered or not — or if this future is dropped mid-call.
+        let guard = ClaimGuard::new(slot, Slot::end_return);
         let keys = (self.redis_key(key), self.lease_key(key));
         let back = self
             .inner
             .caller
             .give_back(keys, &self.params_for(key), &self.inner.replica, held)
             .await;
-        slot.end_return();
+        drop(guard);
         match back {
             Ok(n) => {
                 self.inner.caller.observer.returned(n);
