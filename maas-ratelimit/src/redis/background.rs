@@ -87,17 +87,14 @@ impl RedisLimiter {
     }
 
     /// One round of upkeep: the leases of keys idle for a quarter of a lease's life go back,
-    /// and keys idle for a whole life are forgotten.
+    /// and those with less than half a life left that nobody renewed (so no lease expires
+    /// with units unused); keys idle for a whole life are forgotten.
     async fn upkeep(&self) {
         let Some(leases) = &self.inner.leases else {
             return;
         };
-        let now = leases.now();
-        let quarter = leases.settings.lifetime_ns / 4;
-        for (key, slot) in leases.idle(now.saturating_sub(quarter)) {
-            if slot.held(now) > 0 && !slot.is_busy() {
-                self.give_back(&key, &slot).await;
-            }
+        for (key, slot) in leases.to_return(leases.now()) {
+            self.give_back(&key, &slot).await;
         }
         let now = leases.now();
         leases.evict(now.saturating_sub(leases.settings.lifetime_ns), now);

@@ -226,6 +226,21 @@ impl Slot {
         self.busy.store(false, Release);
     }
 
+    /// When the lease ends, ns (0: no lease).
+    pub fn ends(&self) -> u64 {
+        self.expires.load(Acquire)
+    }
+
+    /// Whether the upkeep should give the lease back now: it holds units, no call is on it,
+    /// and either the key was not checked since `idle_before`, or less than half of
+    /// `lifetime_ns` is left — a lease nobody renewed by then would otherwise expire with
+    /// its units unused before the next upkeep (every quarter lifetime) comes round.
+    pub fn should_return(&self, now: u64, idle_before: u64, lifetime_ns: u64) -> bool {
+        self.held(now) > 0
+            && !self.is_busy()
+            && (self.last_used() < idle_before || self.ends().saturating_sub(now) < lifetime_ns / 2)
+    }
+
     /// When the key was last checked.
     pub fn last_used(&self) -> u64 {
         self.last_used.load(Relaxed)

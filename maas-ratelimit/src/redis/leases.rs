@@ -109,9 +109,10 @@ impl Leases {
         Some(s)
     }
 
-    /// The slots not checked since `before` (ns), to give back.
-    pub(crate) fn idle(&self, before: u64) -> Vec<(String, Arc<Slot>)> {
-        self.collect(|s| s.last_used() < before)
+    /// The slots the upkeep should give back now (see [`Slot::should_return`]).
+    pub(crate) fn to_return(&self, now: u64) -> Vec<(String, Arc<Slot>)> {
+        let life = self.settings.lifetime_ns;
+        self.collect(|s| s.should_return(now, now.saturating_sub(life / 4), life))
     }
 
     /// Every slot, to give back at shutdown.
@@ -172,7 +173,7 @@ mod tests {
             "an existing key is found when full"
         );
         assert!(l.slot("c", 0).is_none(), "full");
-        assert_eq!(l.idle(1).len(), 2);
+        assert_eq!(l.all().len(), 2);
         l.evict(1, 1);
         assert_eq!(l.len(), 0);
         assert!(l.slot("c", 2).is_some());
