@@ -59,6 +59,7 @@ mod memory;
 mod message;
 #[cfg(feature = "prometheus")]
 pub mod metrics;
+pub mod outbox;
 mod partitioner;
 mod producer;
 mod redrive;

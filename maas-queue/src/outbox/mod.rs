@@ -1,0 +1,44 @@
+//! The transactional outbox: a record is written into the caller's own database
+//! transaction, with the business data it belongs to, and a relay publishes it through the
+//! [`Producer`](crate::Producer) once that transaction has committed — so a message is sent
+//! if and only if the data it announces was committed, even when the process dies between
+//! the two.
+//!
+//! * [`pg`] (feature `postgres`): `enqueue` into a `tokio_postgres` transaction; a
+//!   [`PgRelay`](pg::PgRelay) per replica, one of which publishes at a time (an advisory
+//!   lock), reading only rows every transaction before them has finished with — a row whose
+//!   transaction commits late is never skipped (see [`pg`]).
+//!
+//! Delivery is at least once: a relay that dies after the broker acknowledged a record but
+//! before deleting its row publishes it again. Every record carries a unique event id in the
+//! `maas-event-id` header; [`Deduplicator`] drops repeats on the consuming side. The
+//! `traceparent` of the transaction that enqueued a record is stored with it and sent as its
+//! header, so the consumer continues that trace.
+
+mod dedup;
+mod encoding;
+#[cfg(feature = "prometheus")]
+mod metrics;
+#[cfg(feature = "postgres")]
+pub mod pg;
+
+pub use dedup::Deduplicator;
+#[cfg(feature = "prometheus")]
+pub use metrics::OutboxMetrics;
+
+/// The header that carries a record's event id.
+pub const EVENT_ID: &str = "maas-event-id";
+
+/// A new event id: 128 random bits, as 32 hexadecimal digits.
+pub fn new_event_id() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}
+
+/// The event id of a consumed message, if it came through an outbox.
+pub fn event_id(message: &crate::Message) -> Option<&str> {
+    message
+        .headers
+        .iter()
+        .find(|(n, _)| n == EVENT_ID)
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+}

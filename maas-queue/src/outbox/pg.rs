@@ -1,0 +1,449 @@
+//! The outbox on PostgreSQL (feature `postgres`).
+//!
+//! **The table** (made by [`install`]): `id bigserial` (insertion order), `xid xid8` — the
+//! inserting transaction's id, `pg_current_xact_id()` — the event id, topic, key, value,
+//! headers, `traceparent`, and the time of insertion.
+//!
+//! **Never skipping a late commit.** A poller that remembers the last id it read skips a row
+//! whose transaction took its id early and committed late: ids are handed out at insert, not
+//! at commit. This relay remembers nothing: it deletes what it published, and reads only rows
+//! whose transaction id is below the *xmin* of its snapshot (`pg_snapshot_xmin(
+//! pg_current_snapshot())`) — below it, every transaction has committed or aborted, so no row
+//! below it can still appear. Rows are published in id order among those, hence per key in the
+//! order they were inserted. The cost: a long-running transaction anywhere in the database
+//! holds xmin back and with it the relay (the backlog metrics show it).
+//!
+//! **Waking up**: [`notify`] sends `NOTIFY <table>` — call it *after* the business transaction
+//! commits (a `NOTIFY` inside it would take a database-wide lock at commit); the relay
+//! `LISTEN`s, and polls every `poll_every` (default 1 s) as the backstop.
+//!
+//! **One relay at a time**: each replica may run a relay; the one that holds the session-level
+//! advisory lock (`pg_try_advisory_lock`) publishes, the others retry every `poll_every`. When
+//! the publishing process dies its session ends, the lock is released, and another relay takes
+//! over within one poll interval.
+//!
+//! ```no_run
+//! # async fn f(producer: maas_queue::Producer) -> Result<(), Box<dyn std::error::Error>> {
+//! use maas_queue::Record;
+//! use maas_queue::outbox::pg::{self, PgRelay};
+//!
+//! let (mut db, conn) = tokio_postgres::connect("host=db user=maas", tokio_postgres::NoTls).await?;
+//! tokio::spawn(conn);
+//! pg::install(&db, "maas_outbox").await?;
+//! let relay = PgRelay::builder("host=db user=maas", producer).start();
+//!
+//! let tx = db.transaction().await?;
+//! tx.execute("UPDATE models SET status = 'queued' WHERE id = $1", &[&"m-1"]).await?;
+//! pg::enqueue(&tx, "maas_outbox", &Record::new("model-build-tasks", "m-1").key("m-1")).await?;
+//! tx.commit().await?;
+//! pg::notify(&db, "maas_outbox").await?;
+//! # relay.shutdown().await; Ok(()) }
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tokio_postgres::{AsyncMessage, GenericClient, NoTls};
+
+use super::{EVENT_ID, encoding, new_event_id};
+use crate::{Producer, Record};
+
+/// Why an outbox call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutboxError {
+    /// The table name is not a plain SQL identifier (letters, digits, `_`; not starting
+    /// with a digit; at most 63 bytes).
+    #[error("invalid outbox table name {0:?}")]
+    Table(String),
+    /// PostgreSQL failed.
+    #[error("outbox database")]
+    Db(#[from] tokio_postgres::Error),
+}
+
+fn checked(table: &str) -> Result<&str, OutboxError> {
+    let ok = !table.is_empty()
+        && table.len() <= 63
+        && !table.as_bytes()[0].is_ascii_digit()
+        && table
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(table)
+    } else {
+        Err(OutboxError::Table(table.to_owned()))
+    }
+}
+
+/// Creates the outbox `table` if it does not exist.
+///
+/// # Cancel safety
+///
+/// Cancel safe: the statement either ran or did not.
+pub async fn install(client: &impl GenericClient, table: &str) -> Result<(), OutboxError> {
+    let t = checked(table)?;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {t} (
+                id bigserial PRIMARY KEY,
+                xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+                event_id text NOT NULL UNIQUE,
+                topic text NOT NULL,
+                key bytea,
+                value bytea,
+                headers bytea NOT NULL,
+                created_at timestamptz NOT NULL DEFAULT now()
+            )"
+        ))
+        .await?;
+    Ok(())
+}
+
+/// Writes `record` into `table` within the caller's transaction (`client` is normally a
+/// [`tokio_postgres::Transaction`]): it is published if and only if that transaction
+/// commits. Returns its event id, also sent as the `maas-event-id` header. The record's
+/// `traceparent` header, if any, travels with it (else the relay's producer adds a fresh one).
+/// A fixed `partition` or `timestamp` on the record is not kept.
+///
+/// # Cancel safety
+///
+/// Cancel safe as the transaction is: a row written by a dropped call is rolled back with
+/// the transaction, or committed with it.
+pub async fn enqueue(
+    client: &impl GenericClient,
+    table: &str,
+    record: &Record,
+) -> Result<String, OutboxError> {
+    let t = checked(table)?;
+    let id = new_event_id();
+    let headers = encoding::encode(&record.headers);
+    let key = record.key.as_deref();
+    let value = record.value.as_deref();
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {t} (event_id, topic, key, value, headers) VALUES ($1, $2, $3, $4, $5)"
+            ),
+            &[&id, &record.topic, &key, &value, &headers],
+        )
+        .await?;
+    Ok(id)
+}
+
+/// Wakes the relays of `table` (`NOTIFY`). Call it after the transaction that enqueued
+/// commits; relays also poll, so a lost notification only delays.
+///
+/// # Cancel safety
+///
+/// Cancel safe.
+pub async fn notify(client: &impl GenericClient, table: &str) -> Result<(), OutboxError> {
+    let t = checked(table)?;
+    client.batch_execute(&format!("NOTIFY {t}")).await?;
+    Ok(())
+}
+
+/// Configures a [`PgRelay`].
+#[derive(Debug, Clone)]
+pub struct PgRelayBuilder {
+    conninfo: String,
+    producer: Producer,
+    table: String,
+    batch: i64,
+    poll_every: Duration,
+    lock_key: i64,
+    #[cfg(feature = "prometheus")]
+    metrics: Option<super::OutboxMetrics>,
+}
+
+/// Publishes an outbox table's committed records through a producer, deleting each once the
+/// broker acknowledged it. Several may run on one table; one publishes at a time.
+#[derive(Debug)]
+pub struct PgRelay {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    stats: Arc<Stats>,
+}
+
+/// What a relay did, for tests and operators.
+#[derive(Debug, Default)]
+pub struct Stats {
+    published: std::sync::atomic::AtomicU64,
+    leader: std::sync::atomic::AtomicBool,
+}
+
+impl Stats {
+    /// Records this relay published (acknowledged by the broker).
+    pub fn published(&self) -> u64 {
+        self.published.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether this relay holds the lock and publishes.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl PgRelay {
+    /// A relay of table `maas_outbox` on the database at `conninfo` (libpq style), publishing
+    /// through `producer`.
+    pub fn builder(conninfo: impl Into<String>, producer: Producer) -> PgRelayBuilder {
+        PgRelayBuilder {
+            conninfo: conninfo.into(),
+            producer,
+            table: "maas_outbox".to_owned(),
+            batch: 500,
+            poll_every: Duration::from_secs(1),
+            lock_key: 0x6d61_6173_6f62,
+            #[cfg(feature = "prometheus")]
+            metrics: None,
+        }
+    }
+
+    /// The relay's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Stops after the batch in progress (published and deleted, or left for the next relay).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the relay is told to stop either way; dropping the future stops waiting.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+impl PgRelayBuilder {
+    /// The outbox table (default `maas_outbox`).
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.table = table.into();
+        self
+    }
+
+    /// Records read and published per round (default 500).
+    pub fn batch(mut self, rows: u32) -> Self {
+        self.batch = i64::from(rows.max(1));
+        self
+    }
+
+    /// The poll interval, the backstop to notifications and the retry of a follower
+    /// (default 1 s).
+    pub fn poll_every(mut self, every: Duration) -> Self {
+        self.poll_every = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The advisory lock key the relays of this table share (default: one fixed key; give
+    /// each outbox table its own).
+    pub fn lock_key(mut self, key: i64) -> Self {
+        self.lock_key = key;
+        self
+    }
+
+    /// Reports backlog, oldest record age and published records (feature `prometheus`).
+    #[cfg(feature = "prometheus")]
+    pub fn metrics(mut self, metrics: &super::OutboxMetrics) -> Self {
+        self.metrics = Some(metrics.clone());
+        self
+    }
+
+    /// Starts the relay on the current Tokio runtime. It connects (and reconnects) on its own;
+    /// failures are logged (`tracing` target `maas_queue::outbox`) and retried every poll.
+    pub fn start(self) -> PgRelay {
+        let (stop, stopped) = watch::channel(false);
+        let stats = Arc::new(Stats::default());
+        let task = tokio::spawn(run(self, stopped, stats.clone()));
+        PgRelay { stop, task, stats }
+    }
+}
+
+async fn run(cfg: PgRelayBuilder, mut stopped: watch::Receiver<bool>, stats: Arc<Stats>) {
+    let table = match checked(&cfg.table) {
+        Ok(t) => t.to_owned(),
+        Err(e) => {
+            tracing::error!(target: "maas_queue::outbox", error = %e, "the relay cannot start");
+            return;
+        }
+    };
+    #[cfg(feature = "prometheus")]
+    let gauges = cfg.metrics.as_ref().map(|m| m.handles(&table));
+    while !*stopped.borrow() {
+        let outcome = session(&cfg, &table, &mut stopped, &stats, {
+            #[cfg(feature = "prometheus")]
+            {
+                gauges.as_ref()
+            }
+            #[cfg(not(feature = "prometheus"))]
+            {
+                None::<&()>
+            }
+        })
+        .await;
+        stats
+            .leader
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        if let Err(e) = outcome {
+            tracing::warn!(target: "maas_queue::outbox", table = %table, error = %e, "outbox relay failed; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(cfg.poll_every) => {}
+                _ = stopped.changed() => {}
+            }
+        }
+    }
+}
+
+#[cfg(feature = "prometheus")]
+type Gauges = super::metrics::Handles;
+#[cfg(not(feature = "prometheus"))]
+type Gauges = ();
+
+/// One connection's worth of relaying: until the connection fails or the relay stops.
+async fn session(
+    cfg: &PgRelayBuilder,
+    table: &str,
+    stopped: &mut watch::Receiver<bool>,
+    stats: &Stats,
+    gauges: Option<&Gauges>,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = tokio_postgres::connect(&cfg.conninfo, NoTls).await?;
+    let wake = Arc::new(Notify::new());
+    let woken = wake.clone();
+    let driver = tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(m) = messages.next().await {
+            match m {
+                Ok(AsyncMessage::Notification(_)) => woken.notify_one(),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        // The connection ended: wake the relay so it sees the failure.
+        woken.notify_one();
+    });
+    let _driver = AbortOnDrop(driver);
+    client.batch_execute(&format!("LISTEN {table}")).await?;
+    let select = format!(
+        "SELECT id, event_id, topic, key, value, headers FROM {table}
+         WHERE xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY id LIMIT $1"
+    );
+    let delete = format!("DELETE FROM {table} WHERE id = ANY($1)");
+    let backlog = format!(
+        "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 FROM {table}"
+    );
+    let mut leader = false;
+    let mut last_gauge = Instant::now() - Duration::from_secs(60);
+    loop {
+        if *stopped.borrow() {
+            return Ok(());
+        }
+        if !leader {
+            leader = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&cfg.lock_key])
+                .await?
+                .get(0);
+            stats
+                .leader
+                .store(leader, std::sync::atomic::Ordering::Relaxed);
+            if leader {
+                tracing::info!(target: "maas_queue::outbox", table, "this relay publishes the outbox");
+            }
+        }
+        if leader && gauges.is_some() && last_gauge.elapsed() >= Duration::from_secs(1) {
+            last_gauge = Instant::now();
+            let row = client.query_one(&backlog, &[]).await?;
+            report_backlog(gauges, row.get::<_, i64>(0), row.get::<_, f64>(1));
+        }
+        let rows = if leader {
+            client.query(&select, &[&cfg.batch]).await?
+        } else {
+            Vec::new()
+        };
+        if rows.is_empty() {
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(cfg.poll_every) => {}
+                _ = stopped.changed() => {}
+            }
+            if client.is_closed() {
+                return Ok(());
+            }
+            continue;
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut sends = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: i64 = row.get(0);
+            let event: String = row.get(1);
+            let headers: Vec<u8> = row.get(5);
+            let mut record = Record {
+                topic: row.get(2),
+                key: row.get::<_, Option<Vec<u8>>>(3).map(Bytes::from),
+                value: row.get::<_, Option<Vec<u8>>>(4).map(Bytes::from),
+                headers: encoding::decode(&headers).unwrap_or_default(),
+                partition: None,
+                timestamp: None,
+            };
+            record
+                .headers
+                .push((EVENT_ID.to_owned(), Bytes::from(event)));
+            ids.push(id);
+            // Queued in id order: the producer keeps the order of the calls.
+            sends.push(cfg.producer.send(record));
+        }
+        let mut acknowledged = Vec::with_capacity(ids.len());
+        let mut failed = None;
+        for (id, send) in ids.into_iter().zip(sends) {
+            match send.await {
+                Ok(_) => acknowledged.push(id),
+                Err(e) => failed = Some(e),
+            }
+        }
+        if !acknowledged.is_empty() {
+            client.execute(&delete, &[&acknowledged]).await?;
+            let n = acknowledged.len() as u64;
+            stats
+                .published
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            report_published(gauges, n);
+        }
+        if let Some(e) = failed {
+            // Left in the table: published again next round (at least once).
+            tracing::warn!(target: "maas_queue::outbox", table, error = %e, "an outbox record was not acknowledged; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(cfg.poll_every) => {}
+                _ = stopped.changed() => {}
+            }
+        }
+    }
+}
+
+#[cfg(feature = "prometheus")]
+fn report_backlog(g: Option<&Gauges>, rows: i64, oldest: f64) {
+    if let Some(g) = g {
+        g.backlog(rows, oldest);
+    }
+}
+#[cfg(not(feature = "prometheus"))]
+fn report_backlog(_: Option<&Gauges>, _: i64, _: f64) {}
+
+#[cfg(feature = "prometheus")]
+fn report_published(g: Option<&Gauges>, n: u64) {
+    if let Some(g) = g {
+        g.published(n);
+    }
+}
+#[cfg(not(feature = "prometheus"))]
+fn report_published(_: Option<&Gauges>, _: u64) {}
+
+struct AbortOnDrop(JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
