@@ -9,6 +9,9 @@
 //!   lock), reading only rows every transaction before them has finished with — a row whose
 //!   transaction commits late is never skipped (see [`pg`]).
 //!
+//! * [`sqlite`] (feature `sqlite`): the same on one SQLite file, whose single writer leaves
+//!   no late commit to skip; relays of one file share a lease row.
+//!
 //! Delivery is at least once: a relay that dies after the broker acknowledged a record but
 //! before deleting its row publishes it again. Every record carries a unique event id in the
 //! `maas-event-id` header; [`Deduplicator`] drops repeats on the consuming side. The
@@ -16,11 +19,14 @@
 //! header, so the consumer continues that trace.
 
 mod dedup;
+#[cfg(any(feature = "postgres", feature = "sqlite", test))]
 mod encoding;
 #[cfg(feature = "prometheus")]
 mod metrics;
 #[cfg(feature = "postgres")]
 pub mod pg;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 pub use dedup::Deduplicator;
 #[cfg(feature = "prometheus")]
@@ -41,4 +47,36 @@ pub fn event_id(message: &crate::Message) -> Option<&str> {
         .iter()
         .find(|(n, _)| n == EVENT_ID)
         .and_then(|(_, v)| std::str::from_utf8(v).ok())
+}
+
+/// A table name that is a plain SQL identifier (letters, digits, `_`; not starting with a
+/// digit; at most 63 bytes), or `None`.
+#[cfg_attr(not(any(feature = "postgres", feature = "sqlite")), allow(dead_code))]
+pub(crate) fn checked_table(table: &str) -> Option<&str> {
+    let ok = !table.is_empty()
+        && table.len() <= 63
+        && !table.as_bytes()[0].is_ascii_digit()
+        && table
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    ok.then_some(table)
+}
+
+/// What a relay did, for tests and operators.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub(crate) published: std::sync::atomic::AtomicU64,
+    pub(crate) leader: std::sync::atomic::AtomicBool,
+}
+
+impl Stats {
+    /// Records this relay published (acknowledged by the broker).
+    pub fn published(&self) -> u64 {
+        self.published.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether this relay holds the lock (or lease) and publishes.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }

@@ -49,7 +49,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, GenericClient, NoTls};
 
-use super::{EVENT_ID, encoding, new_event_id};
+use super::{EVENT_ID, Stats, encoding, new_event_id};
 use crate::{Producer, Record};
 
 /// Why an outbox call failed.
@@ -66,17 +66,7 @@ pub enum OutboxError {
 }
 
 fn checked(table: &str) -> Result<&str, OutboxError> {
-    let ok = !table.is_empty()
-        && table.len() <= 63
-        && !table.as_bytes()[0].is_ascii_digit()
-        && table
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if ok {
-        Ok(table)
-    } else {
-        Err(OutboxError::Table(table.to_owned()))
-    }
+    super::checked_table(table).ok_or_else(|| OutboxError::Table(table.to_owned()))
 }
 
 /// Creates the outbox `table` if it does not exist.
@@ -166,25 +156,6 @@ pub struct PgRelay {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
     stats: Arc<Stats>,
-}
-
-/// What a relay did, for tests and operators.
-#[derive(Debug, Default)]
-pub struct Stats {
-    published: std::sync::atomic::AtomicU64,
-    leader: std::sync::atomic::AtomicBool,
-}
-
-impl Stats {
-    /// Records this relay published (acknowledged by the broker).
-    pub fn published(&self) -> u64 {
-        self.published.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Whether this relay holds the lock and publishes.
-    pub fn is_leader(&self) -> bool {
-        self.leader.load(std::sync::atomic::Ordering::Relaxed)
-    }
 }
 
 impl PgRelay {
