@@ -9,7 +9,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use maas_queue::{Producer, Record};
 use maas_saga::{Engine, Saga, Status, Step};
 use serde::Deserialize;
 use serde_json::json;
@@ -25,7 +24,8 @@ pub struct AppState {
     /// The saga engine running "create model + deduct quota".
     pub engine: Arc<Engine>,
     /// Produces build tasks.
-    pub producer: Producer,
+    /// Wakes the outbox relay after a saga enqueued a build task.
+    pub(crate) outbox: crate::outbox::Wake,
     /// Inference behind the breaker.
     pub inference: Inference,
     /// Credits a build costs.
@@ -159,10 +159,14 @@ async fn upload(
     }
     let tenant = tenant(&headers);
     let id = format!("m-{:016x}", fastrand::u64(..));
-    let payload = json!({ "model": id, "name": name, "tenant": tenant, "cost": s.build_cost });
+    let traceparent = maas_telemetry::propagation::current_traceparent();
+    let payload = json!({ "model": id, "name": name, "tenant": tenant, "cost": s.build_cost,
+                          "topic": s.topic, "traceparent": traceparent });
+    // Paid first; registered last, with the build task in the same transaction: once the
+    // model exists its build is on its way, and nothing after it can undo it.
     let mut saga = Saga::builder("create-model")
-        .step(Step::new("register-model", "models").payload(payload.clone()))
-        .step(Step::new("deduct-quota", "billing").payload(payload));
+        .step(Step::new("deduct-quota", "billing").payload(payload.clone()))
+        .step(Step::new("register-model", "models").payload(payload));
     // The saga (and its recovery after a crash) continues the request's trace.
     if let Some(tp) = maas_telemetry::propagation::current_traceparent() {
         saga = saga.traceparent(tp);
@@ -184,24 +188,12 @@ async fn upload(
             ),
         });
     }
-    s.store
-        .set_status(&id, "building")
-        .await
-        .map_err(|e| unavailable("updating the model", e))?;
-    let mut task =
-        Record::new(s.topic.as_str(), json!({ "model": id }).to_string()).key(id.clone());
-    if let Some(tp) = maas_telemetry::propagation::current_traceparent() {
-        task = task.header("traceparent", tp);
-    }
-    if let Err(e) = s.producer.send(task).await {
-        let _ = s.store.set_status(&id, "failed").await;
-        return Err(unavailable("queueing the build", e));
-    }
+    s.outbox.wake().await;
     tracing::info!(model = %id, %name, %tenant, saga = %outcome.id, "model registered; build queued");
     Ok((
         StatusCode::ACCEPTED,
         Json(
-            json!({ "id": id, "name": name, "tenant": tenant, "status": "building",
+            json!({ "id": id, "name": name, "tenant": tenant, "status": "queued",
                      "saga": outcome.id.to_string() }),
         ),
     ))

@@ -102,6 +102,7 @@ impl Builder {
             self.builds.with_label_values(&["skipped"]).inc();
             return Ok(());
         }
+        self.store.set_status(&id, "building").await?;
         tokio::time::sleep(self.build_time).await;
         if model.name.contains("broken") {
             // The demo's failing build: retried, then dead-lettered with this reason.

@@ -24,6 +24,7 @@ mod builders;
 mod config;
 mod inference;
 mod limits;
+mod outbox;
 mod store;
 
 use std::net::SocketAddr;
@@ -108,6 +109,8 @@ pub struct Platform {
     engine: Arc<Engine>,
     /// The tenant limit in Redis, when it is there: its leases go back at shutdown.
     redis_limiter: Option<maas_ratelimit::redis::RedisLimiter>,
+    /// The build tasks' outbox relay.
+    relay: Option<outbox::Relay>,
 }
 
 impl Platform {
@@ -140,6 +143,8 @@ impl Platform {
             maas_saga::metrics::SagaMetrics::register(&registry).map_err(metrics_err)?;
         let queue_metrics =
             maas_queue::metrics::QueueMetrics::register(&registry).map_err(metrics_err)?;
+        let outbox_metrics =
+            maas_queue::outbox::OutboxMetrics::register(&registry).map_err(metrics_err)?;
         let breaker_metrics =
             maas_breaker::metrics::BreakerMetrics::register(&registry).map_err(metrics_err)?;
         let limit_metrics =
@@ -184,6 +189,7 @@ impl Platform {
             .create_topic(&format!("{}.dlq", config.build_topic), PARTITIONS)
             .await
             .map_err(queue_err)?;
+        let (relay, wake) = outbox::start(&config, &store, &producer, &outbox_metrics);
         let builder = builders::Builder {
             store: store.clone(),
             build_time: config.build_time,
@@ -216,7 +222,7 @@ impl Platform {
         let state = api::AppState {
             store,
             engine: engine.clone(),
-            producer: producer.clone(),
+            outbox: wake,
             inference,
             build_cost: config.build_cost,
             tenant_quota: config.tenant_quota,
@@ -276,6 +282,7 @@ impl Platform {
             producer,
             engine,
             redis_limiter,
+            relay: Some(relay),
         })
     }
 
@@ -296,6 +303,9 @@ impl Platform {
         if let Some(limiter) = &self.redis_limiter {
             let units = limiter.give_back_leases().await;
             tracing::info!(units, "tenant-limit leases given back to Redis");
+        }
+        if let Some(relay) = self.relay.take() {
+            relay.shutdown().await;
         }
         for b in self.builders.drain(..) {
             b.shutdown().await;

@@ -64,14 +64,14 @@ impl Api {
         (r.status().as_u16(), r.json().await.unwrap())
     }
 
-    /// Polls the model until its status is not `building` (or 10 s pass).
+    /// Polls the model until it is neither `queued` nor `building` (or 10 s pass).
     async fn settled(&self, id: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let (code, model) = self.get(&format!("/v1/models/{id}")).await;
             assert_eq!(code, 200, "{model}");
             let status = model["status"].as_str().unwrap().to_owned();
-            if status != "building" || Instant::now() > deadline {
+            if !matches!(status.as_str(), "queued" | "building") || Instant::now() > deadline {
                 return status;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -106,7 +106,7 @@ async fn upload_build_quota_dlq_degradation_and_metrics() {
         .post("/v1/models", "acme", json!({ "name": "llama-3-8b" }))
         .await;
     assert_eq!(code, 202, "{first}");
-    assert_eq!(first["status"], "building");
+    assert_eq!(first["status"], "queued");
     let id = first["id"].as_str().unwrap().to_owned();
     assert_eq!(api.settled(&id).await, "ready");
 

@@ -13,6 +13,22 @@ use serde::Serialize;
 pub use postgres::PgApp;
 pub use sqlite::SqliteApp;
 
+/// The outbox table the create-model saga writes build tasks into.
+pub const OUTBOX: &str = "maas_platform_outbox";
+
+/// The build task for the model a saga step registers: its topic, key and trace come from
+/// the step's payload (`topic`, `model`, `traceparent`).
+pub(crate) fn build_task(payload: &serde_json::Value) -> maas_queue::Record {
+    let model = payload["model"].as_str().unwrap_or_default();
+    let topic = payload["topic"].as_str().unwrap_or_default();
+    let mut task = maas_queue::Record::new(topic, serde_json::json!({ "model": model }).to_string())
+        .key(model.to_owned());
+    if let Some(tp) = payload["traceparent"].as_str() {
+        task = task.header("traceparent", tp.to_owned());
+    }
+    task
+}
+
 /// A model as the API shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Model {
@@ -22,7 +38,8 @@ pub struct Model {
     pub name: String,
     /// The tenant that owns it.
     pub tenant: String,
-    /// `registered`, `building`, `ready` or `failed`.
+    /// `queued` (registered, its build task in the outbox or on the topic), `building`,
+    /// `ready` or `failed`.
     pub status: String,
 }
 

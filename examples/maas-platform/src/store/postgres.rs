@@ -6,6 +6,7 @@ use std::sync::Arc;
 use maas_saga::barrier::{BranchKey, postgres as barrier};
 use maas_saga::{BranchCall, Operation, Reply, participant};
 use tokio::sync::Mutex;
+use maas_queue::BoxError;
 use tokio_postgres::{Client, NoTls};
 use tower::service_fn;
 
@@ -27,7 +28,7 @@ enum Change {
 impl PgApp {
     /// Connects (libpq-style `config`, e.g. `host=db user=maas dbname=maas`) and creates the
     /// tables if needed; replicas starting together take turns through an advisory lock.
-    pub async fn connect(config: &str) -> Result<PgApp, tokio_postgres::Error> {
+    pub async fn connect(config: &str) -> Result<PgApp, BoxError> {
         let (client, connection) = tokio_postgres::connect(config, NoTls).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -44,7 +45,12 @@ impl PgApp {
                      tenant TEXT PRIMARY KEY, amount BIGINT NOT NULL CHECK (amount >= 0));",
             )
             .await?;
-        let migrated = barrier::migrate(&client).await;
+        let migrated: Result<(), BoxError> = match barrier::migrate(&client).await {
+            Ok(()) => maas_queue::outbox::pg::install(&client, super::OUTBOX)
+                .await
+                .map_err(Into::into),
+            Err(e) => Err(e.into()),
+        };
         client
             .batch_execute("SELECT pg_advisory_unlock(7465001)")
             .await?;
@@ -102,6 +108,12 @@ impl PgApp {
         Ok(row.map(|r| r.get(0)))
     }
 
+    /// Wakes the outbox relays (after a commit that enqueued).
+    pub(crate) async fn notify_outbox(&self) -> Result<(), BoxError> {
+        let client = self.client.lock().await;
+        Ok(maas_queue::outbox::pg::notify(&*client, super::OUTBOX).await?)
+    }
+
     pub(super) fn models_participant(&self) -> maas_saga::Participant {
         self.guarded(Change::Models)
     }
@@ -125,7 +137,7 @@ impl PgApp {
                     return Ok(refusal); // dropping `tx` rolls back, barrier row included
                 }
                 tx.commit().await?;
-                Ok::<_, tokio_postgres::Error>(b.reply())
+                Ok::<_, BoxError>(b.reply())
             }
         }))
     }
@@ -136,16 +148,19 @@ async fn apply(
     tx: &tokio_postgres::Transaction<'_>,
     call: &BranchCall,
     change: Change,
-) -> Result<Option<Reply>, tokio_postgres::Error> {
+) -> Result<Option<Reply>, BoxError> {
     let field = |k: &str| call.payload[k].as_str().unwrap_or_default().to_owned();
     match (change, &call.op) {
         (Change::Models, Operation::Action) => {
+            // The model and its build task, in one transaction.
             tx.execute(
                 "INSERT INTO maas_platform_models (id, name, tenant, status)
-                 VALUES ($1, $2, $3, 'registered')",
+                 VALUES ($1, $2, $3, 'queued')",
                 &[&field("model"), &field("name"), &field("tenant")],
             )
             .await?;
+            maas_queue::outbox::pg::enqueue(tx, super::OUTBOX, &super::build_task(&call.payload))
+                .await?;
         }
         (Change::Models, Operation::Compensate) => {
             tx.execute(

@@ -30,6 +30,7 @@ impl SqliteApp {
                  tenant TEXT PRIMARY KEY, amount INTEGER NOT NULL CHECK (amount >= 0));",
         )?;
         barrier::migrate(&conn)?;
+        maas_queue::outbox::sqlite::install(&conn, super::OUTBOX).map_err(outbox_err)?;
         Ok(SqliteApp {
             db: Arc::new(Mutex::new(conn)),
         })
@@ -112,11 +113,19 @@ impl SqliteApp {
             let field = |k: &str| call.payload[k].as_str().unwrap_or_default().to_owned();
             match call.op {
                 Operation::Action => {
+                    // The model and its build task, in one transaction: the task is
+                    // published if and only if the model is registered.
                     tx.execute(
                         "INSERT INTO models (id, name, tenant, status)
-                         VALUES (?1, ?2, ?3, 'registered')",
+                         VALUES (?1, ?2, ?3, 'queued')",
                         params![field("model"), field("name"), field("tenant")],
                     )?;
+                    maas_queue::outbox::sqlite::enqueue(
+                        tx,
+                        super::OUTBOX,
+                        &super::build_task(&call.payload),
+                    )
+                    .map_err(outbox_err)?;
                 }
                 Operation::Compensate => {
                     tx.execute("DELETE FROM models WHERE id = ?1", params![field("model")])?;
@@ -159,5 +168,13 @@ impl SqliteApp {
             }
             Ok(None)
         })
+    }
+}
+
+/// An outbox failure as the SQLite error it carries (the table name is a constant).
+fn outbox_err(e: maas_queue::outbox::sqlite::SqliteOutboxError) -> rusqlite::Error {
+    match e {
+        maas_queue::outbox::sqlite::SqliteOutboxError::Db(e) => e,
+        other => rusqlite::Error::InvalidParameterName(other.to_string()),
     }
 }
