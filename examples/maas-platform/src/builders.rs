@@ -3,12 +3,13 @@
 //! A task is `{"model": id}` keyed by the model id, so the tasks of one model stay in order on
 //! one partition. A build that fails is retried in place, then dead-lettered to
 //! `model-build-tasks.dlq` with the reason (`maas-queue redrive` puts it back); the model is
-//! marked `failed`. A task that is not JSON goes straight to the DLQ.
+//! marked `failed`, and the `refunds` member gives the tenant its credits back. A task that
+//! is not JSON goes straight to the DLQ.
 
 use std::time::Duration;
 
 use maas_queue::metrics::QueueMetrics;
-use maas_queue::{ConsumerHandle, FailurePolicy, GroupConsumerBuilder, Message, Poison};
+use maas_queue::{ConsumerHandle, FailurePolicy, GroupConsumerBuilder, Message};
 use prometheus::IntCounterVec;
 use tower::service_fn;
 use tracing::Instrument;
@@ -82,14 +83,8 @@ impl Builder {
     }
 
     async fn build(&self, m: Message) -> Result<(), maas_queue::BoxError> {
-        let task: serde_json::Value = m
-            .value_str()
-            .and_then(|v| serde_json::from_str(v).ok())
-            .ok_or_else(|| Poison::new("a build task must be a JSON object"))?;
-        let id = task["model"]
-            .as_str()
-            .ok_or_else(|| Poison::new("a build task needs a `model` id"))?
-            .to_owned();
+        let task = crate::refunds::task(&m)?;
+        let id = task.model.clone();
         let Some(model) = self.store.model(&id).await? else {
             // Compensated after the task was sent, or never registered: nothing to build.
             tracing::warn!(model = %id, "build task for an unknown model; skipped");
@@ -99,6 +94,17 @@ impl Builder {
         if model.status == "ready" {
             // Delivery is at least once: a task handled again after a rebalance finds the
             // model built and does nothing.
+            self.builds.with_label_values(&["skipped"]).inc();
+            return Ok(());
+        }
+        // A redriven task of a refunded model is paid for again first (see `refunds`).
+        if !task.tenant.is_empty()
+            && !self
+                .store
+                .recharge_if_refunded(&id, &task.tenant, task.cost)
+                .await?
+        {
+            tracing::warn!(model = %id, tenant = %task.tenant, "redriven build not rebuilt: the tenant cannot pay for it again");
             self.builds.with_label_values(&["skipped"]).inc();
             return Ok(());
         }

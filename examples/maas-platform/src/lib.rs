@@ -25,6 +25,7 @@ mod config;
 mod inference;
 mod limits;
 mod outbox;
+mod refunds;
 mod store;
 
 use std::net::SocketAddr;
@@ -160,6 +161,17 @@ impl Platform {
         registry
             .register(Box::new(builds.clone()))
             .map_err(metrics_err)?;
+        let refunds = IntCounterVec::new(
+            Opts::new(
+                "maas_platform_refunds_total",
+                "Dead-lettered builds handled by the refunds member, by outcome (refunded, repeat).",
+            ),
+            &["outcome"],
+        )
+        .map_err(metrics_err)?;
+        registry
+            .register(Box::new(refunds.clone()))
+            .map_err(metrics_err)?;
 
         let engine = Arc::new(
             Engine::builder_arc(sagas)
@@ -205,6 +217,16 @@ impl Platform {
                     .map_err(queue_err)?,
             );
         }
+        members.push(
+            refunds::start(
+                GroupConsumer::builder(cluster.clone(), format!("{}-refunds", config.build_group)),
+                &config.build_topic,
+                store.clone(),
+                refunds,
+                &queue_metrics,
+            )
+            .map_err(queue_err)?,
+        );
 
         let inference =
             inference::Inference::new(config.breaker_open, &breaker_metrics).map_err(|e| {

@@ -116,8 +116,22 @@ async fn upload_build_quota_dlq_degradation_and_metrics() {
         .await;
     assert_eq!(code, 202, "{broken}");
     assert_eq!(api.settled(broken["id"].as_str().unwrap()).await, "failed");
+    // Dead-lettered, it is refunded: acme has 15 of its 25 credits again, not 5.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, quota) = api.get("/v1/tenants/acme/quota").await;
+        if quota["remaining"] == 15 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not refunded: {quota}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, third) = api
+        .post("/v1/models", "acme", json!({ "name": "phi-3" }))
+        .await;
+    assert_eq!(code, 202, "{third}");
 
-    // The third would overdraw: the saga compensates, nothing is registered or charged.
+    // The next would overdraw: the saga compensates, nothing is registered or charged.
     let (code, refused) = api
         .post("/v1/models", "acme", json!({ "name": "mistral-7b" }))
         .await;
@@ -170,7 +184,8 @@ async fn upload_build_quota_dlq_degradation_and_metrics() {
     let text = support::get_text(&api.http, &format!("{}/metrics", api.base)).await;
     for needle in [
         r#"http_requests_total{method="POST",path="/v1/models",status="402"} 1"#,
-        r#"http_requests_total{method="POST",path="/v1/models",status="202"} 3"#,
+        r#"http_requests_total{method="POST",path="/v1/models",status="202"} 4"#,
+        r#"maas_platform_refunds_total{outcome="refunded"} 1"#,
         r#"maas_saga_finished_total{status="compensated"} 1"#,
         r#"maas_breaker_state{breaker="inference"} 1"#,
         "maas_ratelimit_allowed_total",

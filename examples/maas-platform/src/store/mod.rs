@@ -21,8 +21,12 @@ pub const OUTBOX: &str = "maas_platform_outbox";
 pub(crate) fn build_task(payload: &serde_json::Value) -> maas_queue::Record {
     let model = payload["model"].as_str().unwrap_or_default();
     let topic = payload["topic"].as_str().unwrap_or_default();
-    let mut task = maas_queue::Record::new(topic, serde_json::json!({ "model": model }).to_string())
-        .key(model.to_owned());
+    let task = serde_json::json!({
+        "model": model,
+        "tenant": payload["tenant"],
+        "cost": payload["cost"],
+    });
+    let mut task = maas_queue::Record::new(topic, task.to_string()).key(model.to_owned());
     if let Some(tp) = payload["traceparent"].as_str() {
         task = task.header("traceparent", tp.to_owned());
     }
@@ -85,6 +89,31 @@ impl Store {
         Ok(match self {
             Store::Sqlite(s) => s.quota(tenant)?,
             Store::Postgres(p) => p.quota(tenant).await?,
+        })
+    }
+
+    /// Refunds a dead-lettered build: `cost` credits back to `tenant`, once per model however
+    /// often it is asked (a `refunds` row, written in the same transaction), and the model
+    /// marked `failed`. `true` when this call refunded.
+    pub async fn refund(&self, model: &str, tenant: &str, cost: i64) -> Result<bool, StoreError> {
+        Ok(match self {
+            Store::Sqlite(s) => s.refund(model, tenant, cost)?,
+            Store::Postgres(p) => p.refund(model, tenant, cost).await?,
+        })
+    }
+
+    /// Before building a model that may have been refunded (a redriven task): charges its
+    /// `cost` again, once. `false` when it was refunded and the tenant cannot pay again —
+    /// the build must not run.
+    pub async fn recharge_if_refunded(
+        &self,
+        model: &str,
+        tenant: &str,
+        cost: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(match self {
+            Store::Sqlite(s) => s.recharge_if_refunded(model, tenant, cost)?,
+            Store::Postgres(p) => p.recharge_if_refunded(model, tenant, cost).await?,
         })
     }
 

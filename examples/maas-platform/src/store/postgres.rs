@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
+use maas_queue::BoxError;
 use maas_saga::barrier::{BranchKey, postgres as barrier};
 use maas_saga::{BranchCall, Operation, Reply, participant};
 use tokio::sync::Mutex;
-use maas_queue::BoxError;
 use tokio_postgres::{Client, NoTls};
 use tower::service_fn;
 
@@ -42,7 +42,10 @@ impl PgApp {
                      id TEXT PRIMARY KEY, name TEXT NOT NULL, tenant TEXT NOT NULL,
                      status TEXT NOT NULL);
                  CREATE TABLE IF NOT EXISTS maas_platform_quota (
-                     tenant TEXT PRIMARY KEY, amount BIGINT NOT NULL CHECK (amount >= 0));",
+                     tenant TEXT PRIMARY KEY, amount BIGINT NOT NULL CHECK (amount >= 0));
+                 CREATE TABLE IF NOT EXISTS maas_platform_refunds (
+                     model TEXT PRIMARY KEY, tenant TEXT NOT NULL, amount BIGINT NOT NULL,
+                     recharged BOOLEAN NOT NULL DEFAULT false);",
             )
             .await?;
         let migrated: Result<(), BoxError> = match barrier::migrate(&client).await {
@@ -93,6 +96,79 @@ impl PgApp {
             )
             .await?;
         Ok(n == 1)
+    }
+
+    /// See [`Store::refund`](super::Store::refund).
+    pub(super) async fn refund(
+        &self,
+        model: &str,
+        tenant: &str,
+        cost: i64,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await?;
+        // A first refund inserts the row; a model charged again by a redrive and
+        // dead-lettered again is refunded again; otherwise this is a repeat.
+        let due = tx
+            .execute(
+                "INSERT INTO maas_platform_refunds (model, tenant, amount) VALUES ($1, $2, $3)
+                 ON CONFLICT (model) DO UPDATE SET recharged = false
+                 WHERE maas_platform_refunds.recharged",
+                &[&model, &tenant, &cost],
+            )
+            .await?
+            == 1;
+        if due {
+            tx.execute(
+                "UPDATE maas_platform_quota SET amount = amount + $2 WHERE tenant = $1",
+                &[&tenant, &cost],
+            )
+            .await?;
+        }
+        tx.execute(
+            "UPDATE maas_platform_models SET status = 'failed' WHERE id = $1",
+            &[&model],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(due)
+    }
+
+    /// See [`Store::recharge_if_refunded`](super::Store::recharge_if_refunded).
+    pub(super) async fn recharge_if_refunded(
+        &self,
+        model: &str,
+        tenant: &str,
+        cost: i64,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_opt(
+                "SELECT recharged FROM maas_platform_refunds WHERE model = $1 FOR UPDATE",
+                &[&model],
+            )
+            .await?;
+        if row.is_none_or(|r| r.get::<_, bool>(0)) {
+            return Ok(true); // never refunded, or charged again already
+        }
+        let paid = tx
+            .execute(
+                "UPDATE maas_platform_quota SET amount = amount - $2
+                 WHERE tenant = $1 AND amount >= $2",
+                &[&tenant, &cost],
+            )
+            .await?
+            == 1;
+        if paid {
+            tx.execute(
+                "UPDATE maas_platform_refunds SET recharged = true WHERE model = $1",
+                &[&model],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(paid)
     }
 
     pub(super) async fn quota(&self, tenant: &str) -> Result<Option<i64>, tokio_postgres::Error> {

@@ -27,7 +27,10 @@ impl SqliteApp {
                  id TEXT PRIMARY KEY, name TEXT NOT NULL, tenant TEXT NOT NULL,
                  status TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS quota (
-                 tenant TEXT PRIMARY KEY, amount INTEGER NOT NULL CHECK (amount >= 0));",
+                 tenant TEXT PRIMARY KEY, amount INTEGER NOT NULL CHECK (amount >= 0));
+             CREATE TABLE IF NOT EXISTS refunds (
+                 model TEXT PRIMARY KEY, tenant TEXT NOT NULL, amount INTEGER NOT NULL,
+                 recharged INTEGER NOT NULL DEFAULT 0);",
         )?;
         barrier::migrate(&conn)?;
         maas_queue::outbox::sqlite::install(&conn, super::OUTBOX).map_err(outbox_err)?;
@@ -65,6 +68,64 @@ impl SqliteApp {
             params![id, status],
         )?;
         Ok(n == 1)
+    }
+
+    /// See [`Store::refund`](super::Store::refund).
+    pub fn refund(&self, model: &str, tenant: &str, cost: i64) -> rusqlite::Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        // A first refund inserts the row; a model charged again by a redrive (recharged)
+        // and dead-lettered again is refunded again; otherwise this is a repeat.
+        let due = tx.execute(
+            "INSERT INTO refunds (model, tenant, amount) VALUES (?1, ?2, ?3)
+             ON CONFLICT (model) DO UPDATE SET recharged = 0 WHERE recharged = 1",
+            params![model, tenant, cost],
+        )? == 1;
+        if due {
+            tx.execute(
+                "UPDATE quota SET amount = amount + ?2 WHERE tenant = ?1",
+                params![tenant, cost],
+            )?;
+        }
+        tx.execute(
+            "UPDATE models SET status = 'failed' WHERE id = ?1",
+            params![model],
+        )?;
+        tx.commit()?;
+        Ok(due)
+    }
+
+    /// See [`Store::recharge_if_refunded`](super::Store::recharge_if_refunded).
+    pub fn recharge_if_refunded(
+        &self,
+        model: &str,
+        tenant: &str,
+        cost: i64,
+    ) -> rusqlite::Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let refunded: Option<i64> = tx
+            .query_row(
+                "SELECT recharged FROM refunds WHERE model = ?1",
+                params![model],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if refunded != Some(0) {
+            return Ok(true); // never refunded, or charged again already
+        }
+        let paid = tx.execute(
+            "UPDATE quota SET amount = amount - ?2 WHERE tenant = ?1 AND amount >= ?2",
+            params![tenant, cost],
+        )? == 1;
+        if paid {
+            tx.execute(
+                "UPDATE refunds SET recharged = 1 WHERE model = ?1",
+                params![model],
+            )?;
+        }
+        tx.commit()?;
+        Ok(paid)
     }
 
     /// A tenant's remaining quota (`None` before its first upload).
@@ -176,5 +237,52 @@ fn outbox_err(e: maas_queue::outbox::sqlite::SqliteOutboxError) -> rusqlite::Err
     match e {
         maas_queue::outbox::sqlite::SqliteOutboxError::Db(e) => e,
         other => rusqlite::Error::InvalidParameterName(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_lettered_build_is_refunded_once_and_a_redrive_charges_it_once() {
+        let dir = std::env::temp_dir().join(format!(
+            "maas-refunds-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let app = SqliteApp::open(&dir).unwrap();
+        app.conn()
+            .execute_batch(
+                "INSERT INTO quota (tenant, amount) VALUES ('acme', 15);
+                 INSERT INTO models (id, name, tenant, status) VALUES ('m-1', 'x', 'acme', 'building');",
+            )
+            .unwrap();
+        let left = || app.quota("acme").unwrap().unwrap();
+        assert!(app.refund("m-1", "acme", 10).unwrap());
+        assert!(
+            !app.refund("m-1", "acme", 10).unwrap(),
+            "a repeat refunds nothing"
+        );
+        assert_eq!(left(), 25);
+        assert_eq!(app.model("m-1").unwrap().unwrap().status, "failed");
+        // Redriven: charged again once, however often the task is delivered.
+        assert!(app.recharge_if_refunded("m-1", "acme", 10).unwrap());
+        assert!(app.recharge_if_refunded("m-1", "acme", 10).unwrap());
+        assert_eq!(left(), 15);
+        // Dead-lettered again: refunded again, once.
+        assert!(app.refund("m-1", "acme", 10).unwrap());
+        assert!(!app.refund("m-1", "acme", 10).unwrap());
+        assert_eq!(left(), 25);
+        // A tenant that cannot pay again gets no rebuild.
+        app.conn()
+            .execute("UPDATE quota SET amount = 5 WHERE tenant = 'acme'", [])
+            .unwrap();
+        assert!(!app.recharge_if_refunded("m-1", "acme", 10).unwrap());
+        assert_eq!(left(), 5);
+        // A model never refunded is built without a charge.
+        assert!(app.recharge_if_refunded("m-2", "acme", 10).unwrap());
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

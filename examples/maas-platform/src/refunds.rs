@@ -1,0 +1,79 @@
+//! Refunds for builds that end dead-lettered: a consumer group on `<topic>.dlq` gives the
+//! tenant the build's credits back and marks the model `failed` — once per model, however
+//! often the dead letter is delivered (`Store::refund` records it in the same transaction).
+//!
+//! The rule for a redrive (`maas-queue redrive` puts dead letters back on the topic): a
+//! refunded model is charged again, once, before it is rebuilt (`Store::recharge_if_refunded`);
+//! a tenant that cannot pay any more gets no build and the model stays `failed`. So credits
+//! left plus credits charged for models not refunded always equal the tenant's quota.
+
+use maas_queue::metrics::QueueMetrics;
+use maas_queue::{ConsumerHandle, FailurePolicy, GroupConsumerBuilder, Message, Poison};
+use prometheus::IntCounterVec;
+use tower::service_fn;
+
+use crate::store::Store;
+
+/// What a build task names: its model, tenant and cost.
+pub(crate) struct Task {
+    pub(crate) model: String,
+    pub(crate) tenant: String,
+    pub(crate) cost: i64,
+}
+
+/// Reads a build task; a poison error when it is not one.
+pub(crate) fn task(m: &Message) -> Result<Task, Poison> {
+    let v: serde_json::Value = m
+        .value_str()
+        .and_then(|v| serde_json::from_str(v).ok())
+        .ok_or_else(|| Poison::new("a build task must be a JSON object"))?;
+    let model = v["model"]
+        .as_str()
+        .ok_or_else(|| Poison::new("a build task needs a `model` id"))?
+        .to_owned();
+    Ok(Task {
+        model,
+        tenant: v["tenant"].as_str().unwrap_or_default().to_owned(),
+        cost: v["cost"].as_i64().unwrap_or(0),
+    })
+}
+
+/// Starts the refunding member of `consumer`'s group on the dead-letter topic.
+pub(crate) fn start(
+    consumer: GroupConsumerBuilder,
+    topic: &str,
+    store: Store,
+    refunds: IntCounterVec,
+    metrics: &QueueMetrics,
+) -> Result<ConsumerHandle, maas_queue::ConfigError> {
+    let consumer = consumer
+        .topics([format!("{topic}.dlq")])
+        .client_id("refunds")
+        // A refund that fails (database away) is retried; it never goes to another DLQ.
+        .failure_policy(
+            FailurePolicy::default()
+                .retries(5, std::time::Duration::from_millis(200))
+                .dead_letter(false),
+        )
+        .metrics(metrics)
+        .build()?;
+    Ok(consumer.start(service_fn(move |m: Message| {
+        let (store, refunds) = (store.clone(), refunds.clone());
+        async move {
+            let t = task(&m)?;
+            if t.tenant.is_empty() {
+                // A task queued before tasks named their tenant: nothing known to refund.
+                tracing::warn!(model = %t.model, "dead-lettered build without a tenant; not refunded");
+                return Ok(());
+            }
+            let refunded = store.refund(&t.model, &t.tenant, t.cost).await?;
+            refunds
+                .with_label_values(&[if refunded { "refunded" } else { "repeat" }])
+                .inc();
+            if refunded {
+                tracing::info!(model = %t.model, tenant = %t.tenant, credits = t.cost, "dead-lettered build refunded");
+            }
+            Ok::<_, maas_queue::BoxError>(())
+        }
+    })))
+}
