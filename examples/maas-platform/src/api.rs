@@ -26,6 +26,8 @@ pub struct AppState {
     /// Produces build tasks.
     /// Wakes the outbox relay after a saga enqueued a build task.
     pub(crate) outbox: crate::outbox::Wake,
+    /// The sagas billing refused: a 402, where any other rollback is a 503.
+    pub(crate) refusals: crate::store::Refusals,
     /// Inference behind the breaker.
     pub inference: Inference,
     /// Credits a build costs.
@@ -180,6 +182,14 @@ async fn upload(
         .await
         .map_err(|e| unavailable("running the create-model saga", e))?;
     if outcome.status != Status::Committed {
+        // Only billing refusing is a quota answer; a step whose participant did not answer
+        // rolled the saga back for a reason the tenant did not cause.
+        if !s.refusals.take(&outcome.id.to_string()) {
+            return Err(unavailable(
+                "the create-model saga was rolled back",
+                format!("a participant did not answer (saga {})", outcome.id),
+            ));
+        }
         return Err(ApiError::QuotaExhausted {
             saga: outcome.id.to_string(),
             message: format!(

@@ -173,10 +173,14 @@ impl Platform {
             .register(Box::new(refunds.clone()))
             .map_err(metrics_err)?;
 
+        let refusals = store::Refusals::default();
         let engine = Arc::new(
             Engine::builder_arc(sagas)
                 .participant("models", store.models_participant())
-                .participant("billing", store.billing_participant(config.tenant_quota))
+                .participant(
+                    "billing",
+                    store.billing_participant(config.tenant_quota, refusals.clone()),
+                )
                 .owner(config.instance.clone())
                 .metrics(&saga_metrics)
                 .trace_context(continue_trace)
@@ -245,6 +249,7 @@ impl Platform {
             store,
             engine: engine.clone(),
             outbox: wake,
+            refusals,
             inference,
             build_cost: config.build_cost,
             tenant_quota: config.tenant_quota,

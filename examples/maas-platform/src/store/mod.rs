@@ -127,10 +127,51 @@ impl Store {
 
     /// Billing: `action` deducts the build's cost from the tenant's quota (a tenant starts
     /// with `initial` credits) and refuses when it would go negative; `compensate` refunds.
-    pub fn billing_participant(&self, initial: i64) -> maas_saga::Participant {
-        match self {
+    ///
+    /// Every refusal is noted in `refusals`, so the API can tell a tenant out of credits
+    /// (402) from a saga rolled back because a participant did not answer (503).
+    pub fn billing_participant(&self, initial: i64, refusals: Refusals) -> maas_saga::Participant {
+        use tower::ServiceExt;
+        let inner = match self {
             Store::Sqlite(s) => s.billing_participant(initial),
             Store::Postgres(p) => p.billing_participant(initial),
+        };
+        maas_saga::participant(tower::service_fn(move |call: maas_saga::BranchCall| {
+            let (inner, refusals) = (inner.clone(), refusals.clone());
+            async move {
+                let saga = call.saga_id.to_string();
+                let reply = inner.oneshot(call).await?;
+                if let maas_saga::Reply::Rejected(_) = reply {
+                    refusals.record(saga);
+                }
+                Ok::<_, maas_saga::BoxError>(reply)
+            }
+        }))
+    }
+}
+
+/// The sagas whose billing step refused for lack of credits (the most recent 10,000).
+#[derive(Clone, Default)]
+pub struct Refusals(std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>);
+
+impl Refusals {
+    fn record(&self, saga: String) {
+        let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if q.len() == 10_000 {
+            q.pop_front();
+        }
+        q.push_back(saga);
+    }
+
+    /// Whether billing refused `saga` (forgotten once asked).
+    pub fn take(&self, saga: &str) -> bool {
+        let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match q.iter().position(|s| s == saga) {
+            Some(i) => {
+                q.remove(i);
+                true
+            }
+            None => false,
         }
     }
 }
