@@ -11,10 +11,9 @@ use std::collections::HashMap;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use maas_queue::outbox::Deduplicator;
 use maas_queue::outbox::pg::{self, PgRelay};
-use maas_queue::outbox::{Deduplicator, EVENT_ID};
 use maas_queue::{Producer, Record};
-use rskafka::client::partition::UnknownTopicHandling;
 
 const DATABASE: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
 const RECORDS: usize = 3_000;
@@ -127,27 +126,11 @@ async fn parent() {
     kill(last);
 
     // Everything on the topic, repeats included.
-    let client = support::rskafka_client(&broker.addr).await;
-    let pc = client
-        .partition_client(topic.clone(), 0, UnknownTopicHandling::Retry)
+    let seen_ids: Vec<String> = support::outbox_records(&broker.addr, &topic, RECORDS)
         .await
-        .unwrap();
-    let mut seen_ids = Vec::new();
-    let mut offset = 0;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (records, high) = pc
-            .fetch_records(offset, 1..10_000_000, 1_000)
-            .await
-            .unwrap();
-        for r in &records {
-            seen_ids.push(String::from_utf8(r.record.headers[EVENT_ID].clone()).unwrap());
-            offset = r.offset + 1;
-        }
-        if offset >= high || Instant::now() > deadline {
-            break;
-        }
-    }
+        .into_iter()
+        .map(|(id, _, _)| id)
+        .collect();
     let dedup = Deduplicator::new(10_000);
     let unique: Vec<&String> = seen_ids.iter().filter(|id| dedup.first_time(id)).collect();
     let mut count: HashMap<&str, usize> = HashMap::new();

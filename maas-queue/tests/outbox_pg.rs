@@ -10,9 +10,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use maas_queue::Record;
 use maas_queue::outbox::pg::{self, PgRelay};
-use maas_queue::outbox::{Deduplicator, EVENT_ID, OutboxMetrics};
+use maas_queue::outbox::{Deduplicator, OutboxMetrics};
 use prometheus::Registry;
-use rskafka::client::partition::UnknownTopicHandling;
 
 const DATABASE: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
 
@@ -39,43 +38,6 @@ fn table(tag: &str) -> String {
         std::process::id(),
         nanos % 1_000_000_000_000
     )
-}
-
-/// `(event id, value, traceparent)` of the records on partition 0 of `topic`, once there are
-/// at least `want` (or after 20 s).
-async fn read(addr: &str, topic: &str, want: usize) -> Vec<(String, String, Option<String>)> {
-    let client = support::rskafka_client(addr).await;
-    let pc = client
-        .partition_client(topic.to_owned(), 0, UnknownTopicHandling::Retry)
-        .await
-        .expect("partition client");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (records, _) = pc
-            .fetch_records(0, 1..10_000_000, 1_000)
-            .await
-            .expect("fetch");
-        let got: Vec<_> = records
-            .into_iter()
-            .map(|r| {
-                let h = |n: &str| {
-                    r.record
-                        .headers
-                        .get(n)
-                        .map(|v| String::from_utf8(v.clone()).unwrap())
-                };
-                (
-                    h(EVENT_ID).expect("every outbox record has an event id"),
-                    String::from_utf8(r.record.value.unwrap_or_default()).unwrap(),
-                    h("traceparent"),
-                )
-            })
-            .collect();
-        if got.len() >= want || Instant::now() > deadline {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn relay_for(addr: &str, topic: &str, table: &str) -> (maas_queue::Producer, PgRelay) {
@@ -113,7 +75,7 @@ async fn committed_records_are_published_in_order_and_rolled_back_ones_never() {
         }
     }
     pg::notify(&client, &t).await.unwrap();
-    let got = read(&addr, &topic, ids.len()).await;
+    let got = support::outbox_records(&addr, &topic, ids.len()).await;
     let got_ids: Vec<_> = got
         .iter()
         .map(|(id, v, _)| (id.clone(), v.clone()))
@@ -198,7 +160,7 @@ async fn a_late_commit_is_published_where_a_naive_poller_skips_it() {
         read_above(last).await.is_empty(),
         "the naive poller never sees the late row (its id is below the last it read)"
     );
-    let got = read(&addr, &topic, 2).await;
+    let got = support::outbox_records(&addr, &topic, 2).await;
     let values: Vec<_> = got.iter().map(|(_, v, _)| v.as_str()).collect();
     assert_eq!(values, ["late", "early"], "both published, in id order");
     assert_eq!(got[0].0, late_id);
@@ -244,7 +206,7 @@ async fn one_relay_publishes_and_another_takes_over_when_it_goes() {
             .await
             .unwrap();
     }
-    assert_eq!(read(&addr, &topic, 10).await.len(), 10);
+    assert_eq!(support::outbox_records(&addr, &topic, 10).await.len(), 10);
     assert_eq!(
         follower.stats().published(),
         0,
@@ -258,7 +220,7 @@ async fn one_relay_publishes_and_another_takes_over_when_it_goes() {
             .unwrap();
     }
     let took_over = Instant::now();
-    let got = read(&addr, &topic, 20).await;
+    let got = support::outbox_records(&addr, &topic, 20).await;
     assert_eq!(got.len(), 20, "the second relay published the rest");
     assert!(
         took_over.elapsed() < Duration::from_secs(5),

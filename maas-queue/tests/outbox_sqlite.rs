@@ -4,41 +4,18 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use maas_queue::Record;
-use maas_queue::outbox::EVENT_ID;
 use maas_queue::outbox::sqlite::{self, SqliteRelay};
-use rskafka::client::partition::UnknownTopicHandling;
 
-/// The values on partition 0 of `topic` with their event ids, once there are `want`.
+/// The values on the topic with their event ids, once there are `want`.
 async fn read(addr: &str, topic: &str, want: usize) -> Vec<(String, String)> {
-    let client = support::rskafka_client(addr).await;
-    let pc = client
-        .partition_client(topic.to_owned(), 0, UnknownTopicHandling::Retry)
+    support::outbox_records(addr, topic, want)
         .await
-        .expect("partition client");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (records, _) = pc
-            .fetch_records(0, 1..10_000_000, 1_000)
-            .await
-            .expect("fetch");
-        let got: Vec<_> = records
-            .into_iter()
-            .map(|r| {
-                let id = String::from_utf8(r.record.headers[EVENT_ID].clone()).unwrap();
-                (
-                    id,
-                    String::from_utf8(r.record.value.unwrap_or_default()).unwrap(),
-                )
-            })
-            .collect();
-        if got.len() >= want || Instant::now() > deadline {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        .into_iter()
+        .map(|(id, value, _)| (id, value))
+        .collect()
 }
 
 fn file(tag: &str) -> std::path::PathBuf {

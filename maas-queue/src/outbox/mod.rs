@@ -25,6 +25,8 @@ mod encoding;
 mod metrics;
 #[cfg(feature = "postgres")]
 pub mod pg;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod relay;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 

@@ -41,15 +41,15 @@
 //! ```
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, GenericClient, NoTls};
 
-use super::{EVENT_ID, Stats, encoding, new_event_id};
+use super::relay::{self, Report};
+use super::{Stats, encoding, new_event_id};
 use crate::{Producer, Record};
 
 /// Why an outbox call failed.
@@ -145,8 +145,7 @@ pub struct PgRelayBuilder {
     batch: i64,
     poll_every: Duration,
     lock_key: i64,
-    #[cfg(feature = "prometheus")]
-    metrics: Option<super::OutboxMetrics>,
+    metrics: relay::Metrics,
 }
 
 /// Publishes an outbox table's committed records through a producer, deleting each once the
@@ -169,8 +168,7 @@ impl PgRelay {
             batch: 500,
             poll_every: Duration::from_secs(1),
             lock_key: 0x6d61_6173_6f62,
-            #[cfg(feature = "prometheus")]
-            metrics: None,
+            metrics: Default::default(),
         }
     }
 
@@ -242,37 +240,18 @@ async fn run(cfg: PgRelayBuilder, mut stopped: watch::Receiver<bool>, stats: Arc
             return;
         }
     };
-    #[cfg(feature = "prometheus")]
-    let gauges = cfg.metrics.as_ref().map(|m| m.handles(&table));
+    let mut report = Report::new(&cfg.metrics, &table);
     while !*stopped.borrow() {
-        let outcome = session(&cfg, &table, &mut stopped, &stats, {
-            #[cfg(feature = "prometheus")]
-            {
-                gauges.as_ref()
-            }
-            #[cfg(not(feature = "prometheus"))]
-            {
-                None::<&()>
-            }
-        })
-        .await;
+        let outcome = session(&cfg, &table, &mut stopped, &stats, &mut report).await;
         stats
             .leader
             .store(false, std::sync::atomic::Ordering::Relaxed);
         if let Err(e) = outcome {
             tracing::warn!(target: "maas_queue::outbox", table = %table, error = %e, "outbox relay failed; retrying");
-            tokio::select! {
-                _ = tokio::time::sleep(cfg.poll_every) => {}
-                _ = stopped.changed() => {}
-            }
+            relay::pause(cfg.poll_every, None, &mut stopped).await;
         }
     }
 }
-
-#[cfg(feature = "prometheus")]
-type Gauges = super::metrics::Handles;
-#[cfg(not(feature = "prometheus"))]
-type Gauges = ();
 
 /// One connection's worth of relaying: until the connection fails or the relay stops.
 async fn session(
@@ -280,7 +259,7 @@ async fn session(
     table: &str,
     stopped: &mut watch::Receiver<bool>,
     stats: &Stats,
-    gauges: Option<&Gauges>,
+    report: &mut Report,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = tokio_postgres::connect(&cfg.conninfo, NoTls).await?;
     let wake = Arc::new(Notify::new());
@@ -308,7 +287,6 @@ async fn session(
         "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 FROM {table}"
     );
     let mut leader = false;
-    let mut last_gauge = Instant::now() - Duration::from_secs(60);
     loop {
         if *stopped.borrow() {
             return Ok(());
@@ -325,10 +303,9 @@ async fn session(
                 tracing::info!(target: "maas_queue::outbox", table, "this relay publishes the outbox");
             }
         }
-        if leader && gauges.is_some() && last_gauge.elapsed() >= Duration::from_secs(1) {
-            last_gauge = Instant::now();
+        if leader && report.backlog_due() {
             let row = client.query_one(&backlog, &[]).await?;
-            report_backlog(gauges, row.get::<_, i64>(0), row.get::<_, f64>(1));
+            report.backlog(row.get(0), row.get(1));
         }
         let rows = if leader {
             client.query(&select, &[&cfg.batch]).await?
@@ -336,81 +313,34 @@ async fn session(
             Vec::new()
         };
         if rows.is_empty() {
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(cfg.poll_every) => {}
-                _ = stopped.changed() => {}
-            }
+            relay::pause(cfg.poll_every, Some(&wake), stopped).await;
             if client.is_closed() {
                 return Ok(());
             }
             continue;
         }
-        let mut ids = Vec::with_capacity(rows.len());
-        let mut sends = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let id: i64 = row.get(0);
-            let event: String = row.get(1);
-            let headers: Vec<u8> = row.get(5);
-            let mut record = Record {
-                topic: row.get(2),
-                key: row.get::<_, Option<Vec<u8>>>(3).map(Bytes::from),
-                value: row.get::<_, Option<Vec<u8>>>(4).map(Bytes::from),
-                headers: encoding::decode(&headers).unwrap_or_default(),
-                partition: None,
-                timestamp: None,
-            };
-            record
-                .headers
-                .push((EVENT_ID.to_owned(), Bytes::from(event)));
-            ids.push(id);
-            // Queued in id order: the producer keeps the order of the calls.
-            sends.push(cfg.producer.send(record));
-        }
-        let mut acknowledged = Vec::with_capacity(ids.len());
-        let mut failed = None;
-        for (id, send) in ids.into_iter().zip(sends) {
-            match send.await {
-                Ok(_) => acknowledged.push(id),
-                Err(e) => failed = Some(e),
-            }
-        }
+        let rows = rows
+            .iter()
+            .map(|r| {
+                let headers: Vec<u8> = r.get(5);
+                (
+                    r.get::<_, i64>(0),
+                    relay::record(r.get(2), r.get(3), r.get(4), &headers, r.get(1)),
+                )
+            })
+            .collect();
+        let (acknowledged, failed) = relay::publish(&cfg.producer, rows).await;
         if !acknowledged.is_empty() {
             client.execute(&delete, &[&acknowledged]).await?;
-            let n = acknowledged.len() as u64;
-            stats
-                .published
-                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-            report_published(gauges, n);
+            report.published(stats, acknowledged.len() as u64);
         }
         if let Some(e) = failed {
             // Left in the table: published again next round (at least once).
             tracing::warn!(target: "maas_queue::outbox", table, error = %e, "an outbox record was not acknowledged; retrying");
-            tokio::select! {
-                _ = tokio::time::sleep(cfg.poll_every) => {}
-                _ = stopped.changed() => {}
-            }
+            relay::pause(cfg.poll_every, None, stopped).await;
         }
     }
 }
-
-#[cfg(feature = "prometheus")]
-fn report_backlog(g: Option<&Gauges>, rows: i64, oldest: f64) {
-    if let Some(g) = g {
-        g.backlog(rows, oldest);
-    }
-}
-#[cfg(not(feature = "prometheus"))]
-fn report_backlog(_: Option<&Gauges>, _: i64, _: f64) {}
-
-#[cfg(feature = "prometheus")]
-fn report_published(g: Option<&Gauges>, n: u64) {
-    if let Some(g) = g {
-        g.published(n);
-    }
-}
-#[cfg(not(feature = "prometheus"))]
-fn report_published(_: Option<&Gauges>, _: u64) {}
 
 struct AbortOnDrop(JoinHandle<()>);
 impl Drop for AbortOnDrop {

@@ -28,15 +28,15 @@
 //! ```
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use super::{EVENT_ID, Stats, checked_table, encoding, new_event_id};
+use super::relay::{self, Report};
+use super::{Stats, checked_table, encoding, new_event_id};
 use crate::{Producer, Record};
 
 /// Why an outbox call failed.
@@ -115,8 +115,7 @@ pub struct SqliteRelayBuilder {
     table: String,
     batch: u32,
     poll_every: Duration,
-    #[cfg(feature = "prometheus")]
-    metrics: Option<super::OutboxMetrics>,
+    metrics: relay::Metrics,
 }
 
 /// Publishes an SQLite outbox table's committed records through a producer, deleting each
@@ -138,8 +137,7 @@ impl SqliteRelay {
             table: "maas_outbox".to_owned(),
             batch: 500,
             poll_every: Duration::from_secs(1),
-            #[cfg(feature = "prometheus")]
-            metrics: None,
+            metrics: Default::default(),
         }
     }
 
@@ -208,13 +206,17 @@ impl SqliteRelayBuilder {
 /// How long a relay's lease lasts without renewal.
 const LEASE_MS: i64 = 5_000;
 
-/// A batch read under the lease: ids, records, and the backlog (rows, oldest age in s).
-type Batch = (Vec<i64>, Vec<Record>, (i64, f64));
+/// A batch read under the lease: `(id, record)` in id order, and the backlog (rows, oldest
+/// age in s) when it was asked for.
+type Batch = (Vec<(i64, Record)>, Option<(i64, f64)>);
 
-/// Work for the relay's connection, on the blocking pool.
-type DbWork = Box<dyn FnOnce(&Connection) -> rusqlite::Result<Option<Batch>> + Send>;
-
-fn read_batch(db: &Connection, t: &str, me: &str, batch: u32) -> rusqlite::Result<Option<Batch>> {
+fn read_batch(
+    db: &Connection,
+    t: &str,
+    me: &str,
+    batch: u32,
+    with_backlog: bool,
+) -> rusqlite::Result<Option<Batch>> {
     let now = now_ms();
     // Take or renew the lease in one statement: ours if free, expired, or already ours.
     let taken = db.execute(
@@ -231,42 +233,37 @@ fn read_batch(db: &Connection, t: &str, me: &str, batch: u32) -> rusqlite::Resul
     let mut stmt = db.prepare_cached(&format!(
         "SELECT id, event_id, topic, key, value, headers FROM {t} ORDER BY id LIMIT ?1"
     ))?;
-    let mut ids = Vec::new();
-    let mut records = Vec::new();
-    let rows = stmt.query_map([batch], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, Option<Vec<u8>>>(3)?,
-            r.get::<_, Option<Vec<u8>>>(4)?,
-            r.get::<_, Vec<u8>>(5)?,
-        ))
-    })?;
-    for row in rows {
-        let (id, event, topic, key, value, headers) = row?;
-        let mut headers = encoding::decode(&headers).unwrap_or_default();
-        headers.push((EVENT_ID.to_owned(), Bytes::from(event)));
-        ids.push(id);
-        records.push(Record {
-            topic,
-            key: key.map(Bytes::from),
-            value: value.map(Bytes::from),
-            headers,
-            partition: None,
-            timestamp: None,
-        });
-    }
-    let backlog = db
-        .query_row(
+    let rows = stmt
+        .query_map([batch], |r| {
+            let headers: Vec<u8> = r.get(5)?;
+            Ok((
+                r.get::<_, i64>(0)?,
+                relay::record(r.get(2)?, r.get(3)?, r.get(4)?, &headers, r.get(1)?),
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let backlog = if with_backlog {
+        let (n, oldest) = db.query_row(
             &format!("SELECT count(*), min(created_ms) FROM {t}"),
             [],
             |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?)),
-        )
-        .optional()?
-        .map(|(n, oldest)| (n, oldest.map_or(0.0, |o| (now - o).max(0) as f64 / 1000.0)))
-        .unwrap_or((0, 0.0));
-    Ok(Some((ids, records, backlog)))
+        )?;
+        Some((n, oldest.map_or(0.0, |o| (now - o).max(0) as f64 / 1000.0)))
+    } else {
+        None
+    };
+    Ok(Some((rows, backlog)))
+}
+
+/// Runs `work` on the relay's connection, on the blocking pool.
+async fn on_db<T: Send + 'static>(
+    db: &Arc<Mutex<Connection>>,
+    work: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+) -> rusqlite::Result<T> {
+    let db = db.clone();
+    tokio::task::spawn_blocking(move || work(&db.lock().unwrap_or_else(|p| p.into_inner())))
+        .await
+        .unwrap_or_else(|_| Err(rusqlite::Error::InvalidQuery))
 }
 
 async fn run(
@@ -279,86 +276,60 @@ async fn run(
         tracing::error!(target: "maas_queue::outbox", table = %cfg.table, "invalid outbox table name; the relay cannot start");
         return;
     };
-    #[cfg(feature = "prometheus")]
-    let gauges = cfg.metrics.as_ref().map(|m| m.handles(&t));
+    let mut report = Report::new(&cfg.metrics, &t);
     let me = new_event_id();
-    let db = {
-        let path = cfg.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let db = Connection::open(path)?;
-            db.busy_timeout(Duration::from_secs(5))?;
-            Ok::<_, rusqlite::Error>(db)
-        })
-        .await
-    };
-    let db = match db {
-        Ok(Ok(db)) => Arc::new(std::sync::Mutex::new(db)),
+    let path = cfg.path.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        let db = Connection::open(path)?;
+        db.busy_timeout(Duration::from_secs(5))?;
+        Ok::<_, rusqlite::Error>(db)
+    })
+    .await;
+    let db = match opened {
+        Ok(Ok(db)) => Arc::new(Mutex::new(db)),
         Ok(Err(e)) => {
             tracing::error!(target: "maas_queue::outbox", error = %e, "cannot open the outbox database");
             return;
         }
         Err(_) => return,
     };
-    let on_db = |f: DbWork| {
-        let db = db.clone();
-        async move {
-            tokio::task::spawn_blocking(move || {
-                let db = db.lock().unwrap_or_else(|p| p.into_inner());
-                f(&db)
-            })
-            .await
-            .unwrap_or(Ok(None))
-        }
-    };
     while !*stopped.borrow() {
-        let (tt, me2, batch) = (t.clone(), me.clone(), cfg.batch);
-        let read = on_db(Box::new(move |db| read_batch(db, &tt, &me2, batch))).await;
-        let (ids, records, backlog) = match read {
-            Ok(Some(b)) => {
+        let (tt, me2, batch, with_backlog) =
+            (t.clone(), me.clone(), cfg.batch, report.backlog_due());
+        let read = on_db(&db, move |db| {
+            read_batch(db, &tt, &me2, batch, with_backlog)
+        })
+        .await;
+        let rows = match read {
+            Ok(Some((rows, backlog))) => {
                 stats
                     .leader
                     .store(true, std::sync::atomic::Ordering::Relaxed);
-                b
+                if let Some((n, oldest)) = backlog {
+                    report.backlog(n, oldest);
+                }
+                rows
             }
             Ok(None) => {
                 stats
                     .leader
                     .store(false, std::sync::atomic::Ordering::Relaxed);
-                (Vec::new(), Vec::new(), (0, 0.0))
+                Vec::new()
             }
             Err(e) => {
                 tracing::warn!(target: "maas_queue::outbox", table = %t, error = %e, "outbox relay failed; retrying");
-                (Vec::new(), Vec::new(), (0, 0.0))
+                Vec::new()
             }
         };
-        #[cfg(feature = "prometheus")]
-        if let Some(g) = &gauges
-            && stats.is_leader()
-        {
-            g.backlog(backlog.0, backlog.1);
-        }
-        let _ = backlog;
-        if ids.is_empty() {
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(cfg.poll_every) => {}
-                _ = stopped.changed() => {}
-            }
+        if rows.is_empty() {
+            relay::pause(cfg.poll_every, Some(&wake), &mut stopped).await;
             continue;
         }
-        let sends: Vec<_> = records.into_iter().map(|r| cfg.producer.send(r)).collect();
-        let mut acknowledged = Vec::with_capacity(ids.len());
-        let mut failed = None;
-        for (id, send) in ids.into_iter().zip(sends) {
-            match send.await {
-                Ok(_) => acknowledged.push(id),
-                Err(e) => failed = Some(e),
-            }
-        }
+        let (acknowledged, failed) = relay::publish(&cfg.producer, rows).await;
         let n = acknowledged.len() as u64;
         if n > 0 {
             let tt = t.clone();
-            let deleted = on_db(Box::new(move |db| {
+            let deleted = on_db(&db, move |db| {
                 let tx = db.unchecked_transaction()?;
                 {
                     let mut del = tx.prepare_cached(&format!("DELETE FROM {tt} WHERE id = ?1"))?;
@@ -366,35 +337,25 @@ async fn run(
                         del.execute([id])?;
                     }
                 }
-                tx.commit()?;
-                Ok(None)
-            }))
+                tx.commit()
+            })
             .await;
-            if let Err(e) = deleted {
-                tracing::warn!(target: "maas_queue::outbox", table = %t, error = %e, "published outbox rows could not be deleted; they will be published again");
-            } else {
-                stats
-                    .published
-                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                #[cfg(feature = "prometheus")]
-                if let Some(g) = &gauges {
-                    g.published(n);
+            match deleted {
+                Ok(()) => report.published(&stats, n),
+                Err(e) => {
+                    tracing::warn!(target: "maas_queue::outbox", table = %t, error = %e, "published outbox rows could not be deleted; they will be published again");
                 }
             }
         }
         if let Some(e) = failed {
             tracing::warn!(target: "maas_queue::outbox", table = %t, error = %e, "an outbox record was not acknowledged; retrying");
-            tokio::select! {
-                _ = tokio::time::sleep(cfg.poll_every) => {}
-                _ = stopped.changed() => {}
-            }
+            relay::pause(cfg.poll_every, None, &mut stopped).await;
         }
     }
     // Stopping: hand the lease over at once rather than after it runs out.
-    let released = on_db(Box::new(move |db| {
-        db.execute(&format!("DELETE FROM {t}_lease WHERE holder = ?1"), [&me])?;
-        Ok(None)
-    }))
+    let released = on_db(&db, move |db| {
+        db.execute(&format!("DELETE FROM {t}_lease WHERE holder = ?1"), [&me])
+    })
     .await;
     if let Err(e) = released {
         tracing::debug!(target: "maas_queue::outbox", error = %e, "the outbox lease was not released; it runs out");

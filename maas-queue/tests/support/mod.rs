@@ -223,3 +223,47 @@ pub async fn producer_with_topic(addr: &str, topic: &str, partitions: i32) -> ma
         .expect("create the topic");
     producer
 }
+
+/// `(event id, value, traceparent)` of every record on partition 0 of `topic`, read from the
+/// start, once there are at least `want` (or after 30 s): what an outbox relay published.
+pub async fn outbox_records(
+    addr: &str,
+    topic: &str,
+    want: usize,
+) -> Vec<(String, String, Option<String>)> {
+    use rskafka::client::partition::UnknownTopicHandling;
+    let client = rskafka_client(addr).await;
+    let pc = client
+        .partition_client(topic.to_owned(), 0, UnknownTopicHandling::Retry)
+        .await
+        .expect("partition client");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut got = Vec::new();
+    let mut offset = 0;
+    loop {
+        let (records, high) = pc
+            .fetch_records(offset, 1..10_000_000, 1_000)
+            .await
+            .expect("fetch");
+        for r in records {
+            offset = r.offset + 1;
+            let header = |n: &str| {
+                r.record
+                    .headers
+                    .get(n)
+                    .map(|v| String::from_utf8(v.clone()).unwrap())
+            };
+            got.push((
+                header(maas_queue::outbox::EVENT_ID).expect("every outbox record has an event id"),
+                String::from_utf8(r.record.value.clone().unwrap_or_default()).unwrap(),
+                header("traceparent"),
+            ));
+        }
+        if (got.len() >= want && offset >= high) || std::time::Instant::now() > deadline {
+            return got;
+        }
+        if offset >= high {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

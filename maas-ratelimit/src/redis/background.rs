@@ -30,7 +30,7 @@ impl RedisLimiter {
             return;
         };
         let this = self.clone();
-        let keys = (self.redis_key(key), self.lease_key(key));
+        let keys = self.lease_keys(key);
         runtime.spawn(async move {
             let inner = &this.inner;
             let Some(leases) = &inner.leases else { return };

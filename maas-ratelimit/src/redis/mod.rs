@@ -346,17 +346,27 @@ impl RedisLimiter {
 
     /// The Redis key that holds `key`'s state (its leases are under the same hash tag).
     pub fn redis_key(&self, key: &str) -> String {
-        let escaped = key
-            .replace('%', "%25")
-            .replace('{', "%7B")
-            .replace('}', "%7D");
-        format!("{}:{{{escaped}}}", self.inner.prefix)
+        let prefix = &self.inner.prefix;
+        let mut k = String::with_capacity(prefix.len() + key.len() + 3);
+        k.push_str(prefix);
+        k.push_str(":{");
+        for c in key.chars() {
+            match c {
+                '%' => k.push_str("%25"),
+                '{' => k.push_str("%7B"),
+                '}' => k.push_str("%7D"),
+                c => k.push(c),
+            }
+        }
+        k.push('}');
+        k
     }
 
-    fn lease_key(&self, key: &str) -> String {
-        let mut k = self.redis_key(key);
-        k.push_str(":leases");
-        k
+    /// The key's state and its lease records (same hash tag).
+    fn lease_keys(&self, key: &str) -> (String, String) {
+        let state = self.redis_key(key);
+        let leases = format!("{state}:leases");
+        (state, leases)
     }
 
     async fn decide(&self, key: &str, cost: u64, consume: bool) -> Decision {
@@ -460,7 +470,7 @@ impl RedisLimiter {
         let (want, held) = claim.unwrap_or((0, 0));
         // Released on an error or if this future is dropped mid-call.
         let guard = claim.map(|_| ClaimGuard::new(&slot, Slot::unclaim));
-        let keys = (self.redis_key(key), self.lease_key(key));
+        let keys = self.lease_keys(key);
         let (raw, reply) = inner
             .caller
             .take(keys, p, &inner.replica, cost, want, held, leases.lifetime())
@@ -495,7 +505,7 @@ impl RedisLimiter {
         }
         // The return ends, answered or not — or if this future is dropped mid-call.
         let guard = ClaimGuard::new(slot, Slot::end_return);
-        let keys = (self.redis_key(key), self.lease_key(key));
+        let keys = self.lease_keys(key);
         let back = self
             .inner
             .caller
