@@ -14,7 +14,7 @@ use prometheus::IntCounterVec;
 use tower::service_fn;
 use tracing::Instrument;
 
-use crate::store::Store;
+use crate::store::{Outcome, Store};
 
 /// The topic of build tasks, unless `MAAS_BUILD_TOPIC` names another.
 pub const TOPIC: &str = "model-build-tasks";
@@ -113,16 +113,17 @@ impl Builder {
         if model.name.contains("broken") {
             // The demo's failing build: retried, then dead-lettered with this reason.
             // Counted first: whoever sees the status can rely on the count.
+            let reason = "the weights do not load";
             self.builds.with_label_values(&["failed"]).inc();
-            self.store.set_status(&id, "failed").await?;
+            self.store.finish(&id, Outcome::Failed(reason)).await?;
             return Err(BuildFailed {
                 model: id,
-                reason: "the weights do not load".into(),
+                reason: reason.into(),
             }
             .into());
         }
         self.builds.with_label_values(&["built"]).inc();
-        self.store.set_status(&id, "ready").await?;
+        self.store.finish(&id, Outcome::Ready).await?;
         tracing::info!(model = %id, name = %model.name, "model built");
         Ok(())
     }

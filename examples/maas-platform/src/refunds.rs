@@ -1,5 +1,6 @@
 //! Refunds for builds that end dead-lettered: a consumer group on `<topic>.dlq` gives the
-//! tenant the build's credits back and marks the model `failed` — once per model, however
+//! tenant the build's credits back and marks the model `failed` (keeping the reason the build
+//! recorded, else the dead letter's error) — once per model, however
 //! often the dead letter is delivered (`Store::refund` records it in the same transaction).
 //!
 //! The rule for a redrive (`maas-queue redrive` puts dead letters back on the topic): a
@@ -66,7 +67,13 @@ pub(crate) fn start(
                 tracing::warn!(model = %t.model, "dead-lettered build without a tenant; not refunded");
                 return Ok(());
             }
-            let refunded = store.refund(&t.model, &t.tenant, t.cost).await?;
+            // The build's own reason when it recorded one, else the dead letter's error.
+            let reason = format!(
+                "dead-lettered: {}",
+                m.header_str(maas_queue::failure::headers::ERROR)
+                    .unwrap_or("the build task could not be handled")
+            );
+            let refunded = store.refund(&t.model, &t.tenant, t.cost, &reason).await?;
             refunds
                 .with_label_values(&[if refunded { "refunded" } else { "repeat" }])
                 .inc();

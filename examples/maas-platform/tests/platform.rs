@@ -109,13 +109,20 @@ async fn upload_build_quota_dlq_degradation_and_metrics() {
     assert_eq!(first["status"], "queued");
     let id = first["id"].as_str().unwrap().to_owned();
     assert_eq!(api.settled(&id).await, "ready");
+    let (_, built) = api.get(&format!("/v1/models/{id}")).await;
+    assert_eq!(built["builds"], 1, "{built}");
+    assert!(built.get("reason").is_none(), "{built}");
 
     // A build that fails: retried, then dead-lettered; the model ends `failed`.
     let (code, broken) = api
         .post("/v1/models", "acme", json!({ "name": "broken-weights" }))
         .await;
     assert_eq!(code, 202, "{broken}");
-    assert_eq!(api.settled(broken["id"].as_str().unwrap()).await, "failed");
+    let broken_id = broken["id"].as_str().unwrap();
+    assert_eq!(api.settled(broken_id).await, "failed");
+    let (_, failed) = api.get(&format!("/v1/models/{broken_id}")).await;
+    assert_eq!(failed["reason"], "the weights do not load", "{failed}");
+    assert_eq!(failed["builds"], 0, "{failed}");
     // Dead-lettered, it is refunded: acme has 15 of its 25 credits again, not 5.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -201,6 +208,44 @@ async fn upload_build_quota_dlq_degradation_and_metrics() {
         .and_then(|v| v.parse().ok())
         .expect("built count");
     assert!(built >= 2.0, "{built}");
+    stop(platform, dir).await;
+}
+
+/// A billing participant that fails (here: its database refuses every quota change) rolls
+/// the saga back for a reason the tenant did not cause: 503, not 402, and nothing charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_that_cannot_answer_is_503_not_402() {
+    let (platform, api, dir) = start(10_000).await;
+    let (code, _) = api
+        .post("/v1/models", "initech", json!({ "name": "first" }))
+        .await;
+    assert_eq!(code, 202);
+    let db = rusqlite::Connection::open(dir.join("app.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER quota_down BEFORE UPDATE ON quota
+         BEGIN SELECT RAISE(ABORT, 'the quota table is unavailable'); END;",
+    )
+    .unwrap();
+    let (code, err) = api
+        .post("/v1/models", "initech", json!({ "name": "second" }))
+        .await;
+    assert_eq!(code, 503, "{err}");
+    assert_eq!(err["error"], "unavailable", "{err}");
+    db.execute_batch("DROP TRIGGER quota_down").unwrap();
+    // Nothing was charged for it; a real shortage is still 402.
+    let (_, quota) = api.get("/v1/tenants/initech/quota").await;
+    assert_eq!(quota["remaining"], 15, "{quota}");
+    let (code, _) = api
+        .post("/v1/models", "initech", json!({ "name": "third" }))
+        .await;
+    assert_eq!(code, 202);
+    let (code, err) = api
+        .post("/v1/models", "initech", json!({ "name": "fourth" }))
+        .await;
+    assert_eq!(
+        (code, err["error"].as_str()),
+        (402, Some("quota_exhausted"))
+    );
     stop(platform, dir).await;
 }
 

@@ -45,6 +45,21 @@ pub struct Model {
     /// `queued` (registered, its build task in the outbox or on the topic), `building`,
     /// `ready` or `failed`.
     pub status: String,
+    /// Why the model is `failed` (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// How many builds of this model completed: 1 once `ready`. Deliveries of a build task
+    /// may repeat; a number above 1 here would mean a build did too.
+    pub builds: i64,
+}
+
+/// How a build ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome<'a> {
+    /// Built: the model is `ready` and its completed builds count one more.
+    Ready,
+    /// Failed for this reason: the model is `failed` with it.
+    Failed(&'a str),
 }
 
 /// A failed database call.
@@ -84,6 +99,14 @@ impl Store {
         })
     }
 
+    /// Records how a build of `id` ended; `false` when there is no such model.
+    pub async fn finish(&self, id: &str, outcome: Outcome<'_>) -> Result<bool, StoreError> {
+        Ok(match self {
+            Store::Sqlite(s) => s.finish(id, outcome)?,
+            Store::Postgres(p) => p.finish(id, outcome).await?,
+        })
+    }
+
     /// A tenant's remaining quota (`None` before its first upload).
     pub async fn quota(&self, tenant: &str) -> Result<Option<i64>, StoreError> {
         Ok(match self {
@@ -94,11 +117,18 @@ impl Store {
 
     /// Refunds a dead-lettered build: `cost` credits back to `tenant`, once per model however
     /// often it is asked (a `refunds` row, written in the same transaction), and the model
-    /// marked `failed`. `true` when this call refunded.
-    pub async fn refund(&self, model: &str, tenant: &str, cost: i64) -> Result<bool, StoreError> {
+    /// marked `failed` (with `reason` unless the build recorded one). `true` when this call
+    /// refunded.
+    pub async fn refund(
+        &self,
+        model: &str,
+        tenant: &str,
+        cost: i64,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
         Ok(match self {
-            Store::Sqlite(s) => s.refund(model, tenant, cost)?,
-            Store::Postgres(p) => p.refund(model, tenant, cost).await?,
+            Store::Sqlite(s) => s.refund(model, tenant, cost, reason)?,
+            Store::Postgres(p) => p.refund(model, tenant, cost, reason).await?,
         })
     }
 

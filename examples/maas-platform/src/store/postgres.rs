@@ -10,7 +10,7 @@ use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 use tower::service_fn;
 
-use super::Model;
+use super::{Model, Outcome};
 
 /// The application database in PostgreSQL (one connection; transactions take turns).
 #[derive(Clone)]
@@ -45,7 +45,10 @@ impl PgApp {
                      tenant TEXT PRIMARY KEY, amount BIGINT NOT NULL CHECK (amount >= 0));
                  CREATE TABLE IF NOT EXISTS maas_platform_refunds (
                      model TEXT PRIMARY KEY, tenant TEXT NOT NULL, amount BIGINT NOT NULL,
-                     recharged BOOLEAN NOT NULL DEFAULT false);",
+                     recharged BOOLEAN NOT NULL DEFAULT false);
+                 ALTER TABLE maas_platform_models
+                     ADD COLUMN IF NOT EXISTS reason TEXT,
+                     ADD COLUMN IF NOT EXISTS builds BIGINT NOT NULL DEFAULT 0;",
             )
             .await?;
         let migrated: Result<(), BoxError> = match barrier::migrate(&client).await {
@@ -69,7 +72,8 @@ impl PgApp {
             .lock()
             .await
             .query_opt(
-                "SELECT id, name, tenant, status FROM maas_platform_models WHERE id = $1",
+                "SELECT id, name, tenant, status, reason, builds FROM maas_platform_models
+                 WHERE id = $1",
                 &[&id],
             )
             .await?;
@@ -78,6 +82,8 @@ impl PgApp {
             name: r.get(1),
             tenant: r.get(2),
             status: r.get(3),
+            reason: r.get(4),
+            builds: r.get(5),
         }))
     }
 
@@ -98,12 +104,43 @@ impl PgApp {
         Ok(n == 1)
     }
 
+    /// See [`Store::finish`](super::Store::finish).
+    pub(super) async fn finish(
+        &self,
+        id: &str,
+        outcome: Outcome<'_>,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let client = self.client.lock().await;
+        let n = match outcome {
+            Outcome::Ready => {
+                client
+                    .execute(
+                        "UPDATE maas_platform_models
+                         SET status = 'ready', reason = NULL, builds = builds + 1 WHERE id = $1",
+                        &[&id],
+                    )
+                    .await?
+            }
+            Outcome::Failed(reason) => {
+                client
+                    .execute(
+                        "UPDATE maas_platform_models SET status = 'failed', reason = $2
+                         WHERE id = $1",
+                        &[&id, &reason],
+                    )
+                    .await?
+            }
+        };
+        Ok(n == 1)
+    }
+
     /// See [`Store::refund`](super::Store::refund).
     pub(super) async fn refund(
         &self,
         model: &str,
         tenant: &str,
         cost: i64,
+        reason: &str,
     ) -> Result<bool, tokio_postgres::Error> {
         let mut client = self.client.lock().await;
         let tx = client.transaction().await?;
@@ -126,8 +163,9 @@ impl PgApp {
             .await?;
         }
         tx.execute(
-            "UPDATE maas_platform_models SET status = 'failed' WHERE id = $1",
-            &[&model],
+            "UPDATE maas_platform_models SET status = 'failed', reason = coalesce(reason, $2)
+             WHERE id = $1",
+            &[&model, &reason],
         )
         .await?;
         tx.commit().await?;

@@ -9,7 +9,7 @@ use maas_saga::{BranchCall, Operation, Reply, participant};
 use rusqlite::{Connection, OptionalExtension, params};
 use tower::service_fn;
 
-use super::Model;
+use super::{Model, Outcome};
 
 /// The application database in SQLite.
 #[derive(Debug, Clone)]
@@ -32,6 +32,8 @@ impl SqliteApp {
                  model TEXT PRIMARY KEY, tenant TEXT NOT NULL, amount INTEGER NOT NULL,
                  recharged INTEGER NOT NULL DEFAULT 0);",
         )?;
+        add_column(&conn, "models", "reason", "TEXT")?;
+        add_column(&conn, "models", "builds", "INTEGER NOT NULL DEFAULT 0")?;
         barrier::migrate(&conn)?;
         maas_queue::outbox::sqlite::install(&conn, super::OUTBOX).map_err(outbox_err)?;
         Ok(SqliteApp {
@@ -47,7 +49,7 @@ impl SqliteApp {
     pub fn model(&self, id: &str) -> rusqlite::Result<Option<Model>> {
         self.conn()
             .query_row(
-                "SELECT id, name, tenant, status FROM models WHERE id = ?1",
+                "SELECT id, name, tenant, status, reason, builds FROM models WHERE id = ?1",
                 params![id],
                 |r| {
                     Ok(Model {
@@ -55,6 +57,8 @@ impl SqliteApp {
                         name: r.get(1)?,
                         tenant: r.get(2)?,
                         status: r.get(3)?,
+                        reason: r.get(4)?,
+                        builds: r.get(5)?,
                     })
                 },
             )
@@ -70,8 +74,30 @@ impl SqliteApp {
         Ok(n == 1)
     }
 
+    /// See [`Store::finish`](super::Store::finish).
+    pub fn finish(&self, id: &str, outcome: Outcome<'_>) -> rusqlite::Result<bool> {
+        let n = match outcome {
+            Outcome::Ready => self.conn().execute(
+                "UPDATE models SET status = 'ready', reason = NULL, builds = builds + 1
+                 WHERE id = ?1",
+                params![id],
+            )?,
+            Outcome::Failed(reason) => self.conn().execute(
+                "UPDATE models SET status = 'failed', reason = ?2 WHERE id = ?1",
+                params![id, reason],
+            )?,
+        };
+        Ok(n == 1)
+    }
+
     /// See [`Store::refund`](super::Store::refund).
-    pub fn refund(&self, model: &str, tenant: &str, cost: i64) -> rusqlite::Result<bool> {
+    pub fn refund(
+        &self,
+        model: &str,
+        tenant: &str,
+        cost: i64,
+        reason: &str,
+    ) -> rusqlite::Result<bool> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         // A first refund inserts the row; a model charged again by a redrive (recharged)
@@ -88,8 +114,8 @@ impl SqliteApp {
             )?;
         }
         tx.execute(
-            "UPDATE models SET status = 'failed' WHERE id = ?1",
-            params![model],
+            "UPDATE models SET status = 'failed', reason = coalesce(reason, ?2) WHERE id = ?1",
+            params![model, reason],
         )?;
         tx.commit()?;
         Ok(due)
@@ -240,9 +266,51 @@ fn outbox_err(e: maas_queue::outbox::sqlite::SqliteOutboxError) -> rusqlite::Err
     }
 }
 
+/// Adds `column` to `table` unless a database made by an earlier version has it already
+/// (SQLite has no `ADD COLUMN IF NOT EXISTS`).
+fn add_column(conn: &Connection, table: &str, column: &str, decl: &str) -> rusqlite::Result<()> {
+    let present: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+        params![table, column],
+        |r| r.get(0),
+    )?;
+    if !present {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_database_of_an_earlier_version_gains_the_new_columns() {
+        let dir = std::env::temp_dir().join(format!(
+            "maas-migrate-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Connection::open(dir.join("app.db"))
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE models (id TEXT PRIMARY KEY, name TEXT NOT NULL,
+                     tenant TEXT NOT NULL, status TEXT NOT NULL);
+                 INSERT INTO models VALUES ('m-1', 'old', 'acme', 'ready');",
+            )
+            .unwrap();
+        let app = SqliteApp::open(&dir).unwrap();
+        let old = app.model("m-1").unwrap().unwrap();
+        assert_eq!((old.reason, old.builds), (None, 0));
+        assert!(app.finish("m-1", Outcome::Ready).unwrap());
+        assert_eq!(app.model("m-1").unwrap().unwrap().builds, 1);
+        drop(app);
+        // Opened again: nothing to add, nothing lost.
+        let again = SqliteApp::open(&dir).unwrap();
+        assert_eq!(again.model("m-1").unwrap().unwrap().builds, 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn a_dead_lettered_build_is_refunded_once_and_a_redrive_charges_it_once() {
@@ -260,20 +328,22 @@ mod tests {
             )
             .unwrap();
         let left = || app.quota("acme").unwrap().unwrap();
-        assert!(app.refund("m-1", "acme", 10).unwrap());
+        assert!(app.refund("m-1", "acme", 10, "dead-lettered: x").unwrap());
         assert!(
-            !app.refund("m-1", "acme", 10).unwrap(),
+            !app.refund("m-1", "acme", 10, "dead-lettered: x").unwrap(),
             "a repeat refunds nothing"
         );
         assert_eq!(left(), 25);
-        assert_eq!(app.model("m-1").unwrap().unwrap().status, "failed");
+        let failed = app.model("m-1").unwrap().unwrap();
+        assert_eq!(failed.status, "failed");
+        assert_eq!(failed.reason.as_deref(), Some("dead-lettered: x"));
         // Redriven: charged again once, however often the task is delivered.
         assert!(app.recharge_if_refunded("m-1", "acme", 10).unwrap());
         assert!(app.recharge_if_refunded("m-1", "acme", 10).unwrap());
         assert_eq!(left(), 15);
         // Dead-lettered again: refunded again, once.
-        assert!(app.refund("m-1", "acme", 10).unwrap());
-        assert!(!app.refund("m-1", "acme", 10).unwrap());
+        assert!(app.refund("m-1", "acme", 10, "dead-lettered: x").unwrap());
+        assert!(!app.refund("m-1", "acme", 10, "dead-lettered: x").unwrap());
         assert_eq!(left(), 25);
         // A tenant that cannot pay again gets no rebuild.
         app.conn()
