@@ -69,12 +69,39 @@ pub(crate) fn checked_table(table: &str) -> Option<&str> {
 pub struct Stats {
     pub(crate) published: std::sync::atomic::AtomicU64,
     pub(crate) leader: std::sync::atomic::AtomicBool,
+    pub(crate) changed: tokio::sync::Notify,
 }
 
 impl Stats {
     /// Records this relay published (acknowledged by the broker).
     pub fn published(&self) -> u64 {
         self.published.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until this relay has published (and removed) at least `records` records — for
+    /// a test, a benchmark, or a drain before shutdown.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
+    pub async fn wait_published(&self, records: u64) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.published() >= records {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    pub(crate) fn add_published(&self, n: u64) {
+        if n > 0 {
+            self.published
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            self.changed.notify_waiters();
+        }
     }
 
     /// Whether this relay holds the lock (or lease) and publishes.

@@ -13,6 +13,12 @@
 //! order they were inserted. The cost: a long-running transaction anywhere in the database
 //! holds xmin back and with it the relay (the backlog metrics show it).
 //!
+//! **One round trip a round**: one statement deletes the rows the broker acknowledged last
+//! round and reads the next batch. The relay's session commits asynchronously
+//! (`synchronous_commit = off`): a delete lost in a database crash publishes its records
+//! once more — at least once still holds, and [`Deduplicator`](super::Deduplicator) drops
+//! the repeat — and the relay never queues behind the business transactions' WAL flushes.
+//!
 //! **Waking up**: [`notify`] sends `NOTIFY <table>` — call it *after* the business transaction
 //! commits (a `NOTIFY` inside it would take a database-wide lock at commit); the relay
 //! `LISTEN`s, and polls every `poll_every` (default 1 s) as the backstop.
@@ -277,18 +283,33 @@ async fn session(
         woken.notify_one();
     });
     let _driver = AbortOnDrop(driver);
-    client.batch_execute(&format!("LISTEN {table}")).await?;
-    let select = format!(
-        "SELECT id, event_id, topic, key, value, headers FROM {table}
-         WHERE xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY id LIMIT $1"
+    // The relay's own commits (deletes of published rows) do not wait for the WAL flush: a
+    // delete lost in a database crash only publishes its records again (at least once), and
+    // the business transactions' flushes are not shared with a relay waiting on its own.
+    client
+        .batch_execute(&format!("SET synchronous_commit = off; LISTEN {table}"))
+        .await?;
+    // One round trip per round: delete what the broker acknowledged last round and read the
+    // next batch. The read sees the table as before the delete, so it leaves those rows out.
+    let round = format!(
+        "WITH published AS (DELETE FROM {table} WHERE id = ANY($2))
+         SELECT id, event_id, topic, key, value, headers FROM {table}
+         WHERE xid < pg_snapshot_xmin(pg_current_snapshot()) AND id <> ALL($2)
+         ORDER BY id LIMIT $1"
     );
     let delete = format!("DELETE FROM {table} WHERE id = ANY($1)");
     let backlog = format!(
         "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 FROM {table}"
     );
     let mut leader = false;
+    // Acknowledged by the broker, not yet deleted: deleted by the next round's statement.
+    let mut acknowledged: Vec<i64> = Vec::new();
     loop {
         if *stopped.borrow() {
+            if !acknowledged.is_empty() {
+                client.execute(&delete, &[&acknowledged]).await?;
+                report.published(stats, acknowledged.len() as u64);
+            }
             return Ok(());
         }
         if !leader {
@@ -308,7 +329,10 @@ async fn session(
             report.backlog(row.get(0), row.get(1));
         }
         let rows = if leader {
-            client.query(&select, &[&cfg.batch]).await?
+            let rows = client.query(&round, &[&cfg.batch, &acknowledged]).await?;
+            report.published(stats, acknowledged.len() as u64);
+            acknowledged.clear();
+            rows
         } else {
             Vec::new()
         };
@@ -329,11 +353,8 @@ async fn session(
                 )
             })
             .collect();
-        let (acknowledged, failed) = relay::publish(&cfg.producer, rows).await;
-        if !acknowledged.is_empty() {
-            client.execute(&delete, &[&acknowledged]).await?;
-            report.published(stats, acknowledged.len() as u64);
-        }
+        let failed;
+        (acknowledged, failed) = relay::publish(&cfg.producer, rows).await;
         if let Some(e) = failed {
             // Left in the table: published again next round (at least once).
             tracing::warn!(target: "maas_queue::outbox", table, error = %e, "an outbox record was not acknowledged; retrying");

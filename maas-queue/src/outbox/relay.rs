@@ -120,11 +120,11 @@ impl Report {
 
     /// `n` records acknowledged and removed from the table.
     pub(crate) fn published(&self, stats: &Stats, n: u64) {
-        stats
-            .published
-            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        stats.add_published(n);
         #[cfg(feature = "prometheus")]
-        if let Some(h) = &self.handles {
+        if let Some(h) = &self.handles
+            && n > 0
+        {
             h.published(n);
         }
     }
