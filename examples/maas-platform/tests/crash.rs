@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+
+mod support;
 use tokio_postgres::NoTls;
 
 const DATABASE: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
@@ -27,20 +29,7 @@ const TENANTS: usize = 6;
 const QUOTA: i64 = 600;
 const COST: i64 = 10;
 
-fn broker() -> String {
-    std::env::var("MAAS_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
-}
-
-async fn require_services(broker: &str) -> tokio_postgres::Client {
-    let reachable = std::net::ToSocketAddrs::to_socket_addrs(broker)
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
-    assert!(
-        reachable,
-        "no Kafka-API broker on {broker}; start one with `scripts/dev-services up`, or point \
-         MAAS_TEST_KAFKA at a running broker"
-    );
+async fn require_postgres() -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(DATABASE, NoTls)
         .await
         .unwrap_or_else(|e| {
@@ -247,8 +236,8 @@ struct Row {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_survive_sigkills() {
-    let broker = broker();
-    let db = require_services(&broker).await;
+    let broker = support::require_kafka();
+    let db = require_postgres().await;
     let run = format!("{}-{}", std::process::id(), fastrand::u32(..));
     let tenants: Vec<String> = (0..TENANTS).map(|t| format!("crash-{run}-t{t}")).collect();
     let http = reqwest::Client::new();

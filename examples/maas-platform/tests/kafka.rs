@@ -9,28 +9,9 @@ use std::time::{Duration, Instant};
 use maas_platform::{Config, Platform};
 use serde_json::{Value, json};
 
-/// The broker's address (override: `MAAS_TEST_KAFKA`, as in the crates' tests).
-fn broker() -> String {
-    std::env::var("MAAS_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
-}
-
-fn require_kafka() -> String {
-    let broker = broker();
-    let reachable = std::net::ToSocketAddrs::to_socket_addrs(broker.as_str())
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
-    assert!(
-        reachable,
-        "no Kafka-API broker on {broker}; start one with `scripts/dev-services up`, or point \
-         MAAS_TEST_KAFKA at a running broker"
-    );
-    broker
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builds_cross_a_real_broker() {
-    let broker = require_kafka();
+    let broker = support::require_kafka();
     let run = format!("{}-{}", std::process::id(), fastrand::u32(..));
     let topic = format!("platform-builds-{run}");
     let dir = std::env::temp_dir().join(format!("maas-platform-kafka-{run}"));
