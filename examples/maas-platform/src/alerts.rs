@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 /// Where alerts go.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Robots {
     /// The DingTalk robot's webhook URL (`https://oapi.dingtalk.com/robot/send?access_token=...`).
     pub dingtalk: Option<String>,
@@ -97,6 +97,17 @@ impl Notification {
     }
 }
 
+/// Says which robots are configured, never their URLs or secret (they are credentials).
+impl std::fmt::Debug for Robots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Robots")
+            .field("dingtalk", &self.dingtalk.is_some())
+            .field("dingtalk_secret", &self.dingtalk_secret.is_some())
+            .field("wecom", &self.wecom.is_some())
+            .finish()
+    }
+}
+
 impl Robots {
     /// True when at least one robot is configured.
     pub fn any(&self) -> bool {
@@ -150,7 +161,8 @@ pub fn signed(url: &str, secret: &str, timestamp_ms: u128) -> String {
     format!("{url}{sep}timestamp={timestamp_ms}&sign={sign}")
 }
 
-/// Posts `body`; a robot accepts with `{"errcode": 0}`.
+/// Posts `body`; a robot accepts with `{"errcode": 0}`. The error never holds the URL: the
+/// robots' URLs carry their credentials (DingTalk's `access_token`, WeCom's `key`).
 async fn post(http: &reqwest::Client, url: &str, body: &Value) -> Result<(), String> {
     let r = http
         .post(url)
@@ -158,13 +170,29 @@ async fn post(http: &reqwest::Client, url: &str, body: &Value) -> Result<(), Str
         .json(body)
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| describe(e.without_url()))?;
     let status = r.status();
-    let reply: Value = r.json().await.map_err(|e| format!("HTTP {status}: {e}"))?;
+    let reply: Value = r
+        .json()
+        .await
+        .map_err(|e| format!("HTTP {status}: {}", describe(e.without_url())))?;
     match reply["errcode"].as_i64() {
         Some(0) if status.is_success() => Ok(()),
         _ => Err(format!("HTTP {status}: {reply}")),
     }
+}
+
+/// An error and its causes, e.g. "error sending request: client error (Connect): tcp
+/// connect error: Connection refused".
+fn describe(e: reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -1,18 +1,20 @@
-//! The HTTP API. Every error is JSON: `{"error": "<code>", "message": "..."}` with the
-//! matching status.
+//! The tenants' HTTP API (`/v1`, behind an API key). Every error is JSON:
+//! `{"error": "<code>", "message": "..."}` with the matching status.
 
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Extension, Path, Request, State};
+use axum::http::StatusCode;
+use axum::http::header::WWW_AUTHENTICATE;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use maas_saga::{Engine, Saga, Status, Step};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::auth::Caller;
 use crate::inference::Inference;
 use crate::store::Store;
 
@@ -42,36 +44,41 @@ pub struct AppState {
     pub http: reqwest::Client,
 }
 
-/// The tenant a request acts for: the `x-tenant` header, else `default`.
-pub fn tenant(headers: &HeaderMap) -> String {
-    headers
-        .get("x-tenant")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .unwrap_or("default")
-        .to_owned()
+/// The request limiter's key: the caller's API key id (the authentication layer, which runs
+/// first, put the [`Caller`] there).
+pub fn key_of(req: &Request) -> String {
+    req.extensions()
+        .get::<Caller>()
+        .map_or_else(String::new, |c| c.key.clone())
 }
 
-/// The rate limiter's key: the tenant.
-pub fn tenant_of(req: &Request) -> String {
-    tenant(req.headers())
-}
-
-/// The `/v1` routes (rate limited by the caller) and the operator routes.
-pub fn routes(state: AppState) -> (Router, Router) {
-    let v1 = Router::new()
+/// The `/v1` routes; the caller adds authentication and the request limit.
+pub fn routes(state: AppState) -> Router {
+    Router::new()
         .route("/models", post(upload))
         .route("/models/{id}", get(model))
         .route("/models/{id}/infer", post(infer))
         .route("/tenants/{tenant}/quota", get(quota))
-        .with_state(state.clone());
-    let ops = Router::new()
-        .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
-        .route("/admin/backend", put(set_backend))
-        .route("/admin/alerts", post(relay_alerts))
-        .with_state(state);
-    (v1, ops)
+        .with_state(state)
+}
+
+/// `GET /health`.
+pub async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// The answer to a path no route serves: JSON 404.
+pub async fn no_route(req: Request) -> ApiError {
+    ApiError::NotFound(format!("no route {}", req.uri().path()))
+}
+
+/// The answer to a method a route does not serve: JSON 405 (axum adds `Allow`).
+pub async fn no_method(req: Request) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{} is not served on {}",
+        req.method(),
+        req.uri().path()
+    ))
 }
 
 /// An API failure.
@@ -79,6 +86,14 @@ pub fn routes(state: AppState) -> (Router, Router) {
 pub enum ApiError {
     /// 400: the request is malformed.
     BadRequest(String),
+    /// 401: no credential, or not a valid one.
+    Unauthorized(String),
+    /// 403: the caller's tenant does not own that.
+    Forbidden(String),
+    /// 405: the route does not serve that method.
+    MethodNotAllowed(String),
+    /// 413: the body is over the limit.
+    TooLarge(String),
     /// 404: no such model.
     NotFound(String),
     /// 409: the model exists but cannot do that yet.
@@ -97,6 +112,27 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(m) => (
                 StatusCode::BAD_REQUEST,
                 json!({ "error": "bad_request", "message": m }),
+            ),
+            ApiError::Unauthorized(m) => {
+                let body = json!({ "error": "unauthorized", "message": m });
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(WWW_AUTHENTICATE, "Bearer")],
+                    Json(body),
+                )
+                    .into_response();
+            }
+            ApiError::Forbidden(m) => (
+                StatusCode::FORBIDDEN,
+                json!({ "error": "forbidden", "message": m }),
+            ),
+            ApiError::MethodNotAllowed(m) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({ "error": "method_not_allowed", "message": m }),
+            ),
+            ApiError::TooLarge(m) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({ "error": "too_large", "message": m }),
             ),
             ApiError::NotFound(m) => (
                 StatusCode::NOT_FOUND,
@@ -125,14 +161,30 @@ impl IntoResponse for ApiError {
 }
 
 /// A dependency failed while doing `what`: logged, and answered with 503.
-fn unavailable(what: &str, e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn unavailable(what: &str, e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "{what}");
     ApiError::Unavailable(format!("{what}: {e}"))
 }
 
-fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    json.map(|Json(t)| t)
-        .map_err(|e| ApiError::BadRequest(e.body_text()))
+pub(crate) fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    json.map(|Json(t)| t).map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(e.body_text())
+        } else {
+            ApiError::BadRequest(e.body_text())
+        }
+    })
+}
+
+/// Refuses what another tenant owns.
+fn owned_by(caller: &Caller, tenant: &str, what: &str) -> Result<(), ApiError> {
+    if caller.tenant == tenant {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "{what} belongs to another tenant"
+        )))
+    }
 }
 
 #[derive(Deserialize)]
@@ -144,7 +196,7 @@ struct Upload {
 /// then queues its build. 202 with the model; 402 when the quota is spent.
 async fn upload(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     json: Result<Json<Upload>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let upload = body(json)?;
@@ -159,7 +211,7 @@ async fn upload(
             "`name` must be 1 to 64 characters of letters, digits, '-', '_' or '.'".into(),
         ));
     }
-    let tenant = tenant(&headers);
+    let tenant = caller.tenant;
     let id = format!("m-{:016x}", fastrand::u64(..));
     let traceparent = maas_telemetry::propagation::current_traceparent();
     let payload = json!({ "model": id, "name": name, "tenant": tenant, "cost": s.build_cost,
@@ -212,21 +264,26 @@ async fn upload(
 /// `GET /v1/models/{id}`.
 async fn model(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<crate::store::Model>, ApiError> {
-    s.store
+    let model = s
+        .store
         .model(&id)
         .await
         .map_err(|e| unavailable("reading the model", e))?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no model {id}")))
+        .ok_or_else(|| ApiError::NotFound(format!("no model {id}")))?;
+    owned_by(&caller, &model.tenant, &format!("model {id}"))?;
+    Ok(Json(model))
 }
 
 /// `GET /v1/tenants/{tenant}/quota`.
 async fn quota(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(tenant): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    owned_by(&caller, &tenant, &format!("the quota of {tenant}"))?;
     let left = s
         .store
         .quota(&tenant)
@@ -246,6 +303,7 @@ struct Prompt {
 /// `POST /v1/models/{id}/infer {"prompt": ...}`: the model's answer, or the fallback's.
 async fn infer(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     json: Result<Json<Prompt>, JsonRejection>,
 ) -> Result<Json<crate::inference::Answer>, ApiError> {
@@ -256,6 +314,7 @@ async fn infer(
         .await
         .map_err(|e| unavailable("reading the model", e))?
         .ok_or_else(|| ApiError::NotFound(format!("no model {id}")))?;
+    owned_by(&caller, &model.tenant, &format!("model {id}"))?;
     if model.status != "ready" {
         return Err(ApiError::Conflict(format!(
             "model {id} is {}, not ready",
@@ -263,43 +322,4 @@ async fn infer(
         )));
     }
     Ok(Json(s.inference.infer(&model.id, &prompt).await))
-}
-
-#[derive(Deserialize)]
-struct Backend {
-    healthy: bool,
-}
-
-/// `PUT /admin/backend {"healthy": bool}`: marks the simulated model backend up or down.
-async fn set_backend(
-    State(s): State<AppState>,
-    json: Result<Json<Backend>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let healthy = body(json)?.healthy;
-    s.inference.set_healthy(healthy);
-    tracing::warn!(healthy, "model backend marked by an operator");
-    Ok(Json(
-        json!({ "healthy": healthy, "breaker": s.inference.breaker_state() }),
-    ))
-}
-
-/// `POST /admin/alerts`: Alertmanager's webhook; relays the notification to the robots.
-async fn relay_alerts(
-    State(s): State<AppState>,
-    json: Result<Json<crate::alerts::Notification>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let n = body(json)?;
-    if !s.robots.any() {
-        tracing::warn!(title = %n.title(), "alert received but no robot is configured");
-        return Ok(Json(
-            json!({ "delivered": false, "reason": "no robot configured" }),
-        ));
-    }
-    let errors = s.robots.deliver(&s.http, &n).await;
-    if !errors.is_empty() {
-        tracing::error!(title = %n.title(), ?errors, "alert delivery failed");
-        return Err(ApiError::DeliveryFailed(errors.join("; ")));
-    }
-    tracing::info!(title = %n.title(), "alert relayed");
-    Ok(Json(json!({ "delivered": true })))
 }

@@ -17,12 +17,23 @@ pub struct ConfigError {
 }
 
 /// Everything the platform needs to start.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
-    /// Listen address (`MAAS_ADDR`, default `127.0.0.1:8080`).
+    /// The public listener: `/v1`, `/health`, `/metrics` (`MAAS_ADDR`, default
+    /// `127.0.0.1:8080`).
     pub addr: SocketAddr,
-    /// Where the SQLite files live (`MAAS_DATA_DIR`, default `<temp>/maas-platform`).
-    pub data_dir: PathBuf,
+    /// The admin listener: `/admin/*` and `/health`, never exposed by the Ingress
+    /// (`MAAS_ADMIN_ADDR`, default `127.0.0.1:8081`).
+    pub admin_addr: SocketAddr,
+    /// The token the admin routes require as `Authorization: Bearer <token>`
+    /// (`MAAS_ADMIN_TOKEN`, at least 16 characters; a Kubernetes Secret). Unset: in embedded
+    /// mode the platform makes one and prints it once; with `MAAS_DATABASE_URL` the admin
+    /// routes answer 503 until one is set.
+    pub admin_token: Option<String>,
+    /// Where the SQLite files live (`MAAS_DATA_DIR`). Unset: a new directory under the
+    /// system's temporary directory each run, removed at shutdown, so every walkthrough
+    /// starts fresh.
+    pub data_dir: Option<PathBuf>,
     /// PostgreSQL for models, quota and sagas, shared by replicas (`MAAS_DATABASE_URL`,
     /// libpq style: `host=db user=maas dbname=maas`); none: SQLite files in `data_dir`.
     pub database_url: Option<String>,
@@ -36,7 +47,7 @@ pub struct Config {
     pub build_topic: String,
     /// The builders' consumer group (`MAAS_BUILD_GROUP`, default `model-builders`).
     pub build_group: String,
-    /// Requests per minute per tenant on `/v1` (`MAAS_RATE_PER_MINUTE`, default 600).
+    /// Requests per minute per API key on `/v1` (`MAAS_RATE_PER_MINUTE`, default 600).
     pub rate_per_minute: u32,
     /// Redis holding the per-tenant limit, so it is one limit for all replicas
     /// (`MAAS_REDIS_URL`, `redis://[:password@]host:port[/db]`; no TLS yet); none: each
@@ -60,11 +71,41 @@ pub struct Config {
     pub robots: crate::alerts::Robots,
 }
 
+/// Every setting, with the credentials hidden: the database and Redis URLs may hold
+/// passwords, the admin token is one, and the robots' URLs carry theirs.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |o: &Option<String>| o.as_ref().map(|_| "<hidden>");
+        f.debug_struct("Config")
+            .field("addr", &self.addr)
+            .field("admin_addr", &self.admin_addr)
+            .field("admin_token", &hidden(&self.admin_token))
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &hidden(&self.database_url))
+            .field("instance", &self.instance)
+            .field("kafka_brokers", &self.kafka_brokers)
+            .field("build_topic", &self.build_topic)
+            .field("build_group", &self.build_group)
+            .field("rate_per_minute", &self.rate_per_minute)
+            .field("redis_url", &hidden(&self.redis_url))
+            .field("redis_outage", &self.redis_outage)
+            .field("tenant_quota", &self.tenant_quota)
+            .field("build_cost", &self.build_cost)
+            .field("build_time", &self.build_time)
+            .field("builders", &self.builders)
+            .field("breaker_open", &self.breaker_open)
+            .field("robots", &self.robots)
+            .finish()
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            data_dir: std::env::temp_dir().join("maas-platform"),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            admin_token: None,
+            data_dir: None,
             database_url: None,
             instance: "maas-platform".to_owned(),
             kafka_brokers: None,
@@ -97,8 +138,25 @@ impl Config {
         if let Some(v) = lookup("MAAS_ADDR") {
             c.addr = parse("MAAS_ADDR", &v, "expected host:port, e.g. 0.0.0.0:8080")?;
         }
+        if let Some(v) = lookup("MAAS_ADMIN_ADDR") {
+            c.admin_addr = parse(
+                "MAAS_ADMIN_ADDR",
+                &v,
+                "expected host:port, e.g. 0.0.0.0:8081",
+            )?;
+        }
+        if let Some(v) = lookup("MAAS_ADMIN_TOKEN") {
+            if v.trim().len() < 16 {
+                return Err(refuse(
+                    "MAAS_ADMIN_TOKEN",
+                    "<hidden>",
+                    "too short to be a secret: use at least 16 random characters",
+                ));
+            }
+            c.admin_token = Some(v.trim().to_owned());
+        }
         if let Some(v) = lookup("MAAS_DATA_DIR") {
-            c.data_dir = PathBuf::from(v);
+            c.data_dir = Some(PathBuf::from(v));
         }
         c.database_url = lookup("MAAS_DATABASE_URL");
         if let Some(v) = lookup("MAAS_INSTANCE").or_else(|| lookup("HOSTNAME")) {
@@ -187,7 +245,8 @@ impl Config {
         ] {
             if let Some(v) = lookup(name) {
                 if !(v.starts_with("https://") || v.starts_with("http://")) {
-                    return Err(refuse(name, &v, "expected the robot's webhook URL"));
+                    // The value may hold the robot's credential: not echoed.
+                    return Err(refuse(name, "<hidden>", "expected the robot's webhook URL"));
                 }
                 *slot = Some(v);
             }
@@ -251,9 +310,28 @@ mod tests {
         assert_eq!(c.kafka_brokers.unwrap(), ["a:9092", "b:9092"]);
         assert_eq!(c.builders, 5);
         assert_eq!(c.tenant_quota, 100);
+        // Credentials stay out of the settings' debug output.
+        let shown = format!(
+            "{:?}",
+            Config::from_lookup(|n| match n {
+                "MAAS_ADMIN_TOKEN" => Some("admin-0123456789abcdef".into()),
+                "MAAS_DATABASE_URL" => Some("host=db password=pg-secret".into()),
+                "MAAS_WECOM_WEBHOOK" => Some("https://qyapi/send?key=wecom-secret".into()),
+                "MAAS_REDIS_URL" => Some("redis://:redis-secret@cache:6379".into()),
+                _ => None,
+            })
+            .unwrap()
+        );
+        for secret in ["admin-0123", "pg-secret", "wecom-secret", "redis-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        let e =
+            Config::from_lookup(|n| (n == "MAAS_ADMIN_TOKEN").then(|| "short".into())).unwrap_err();
+        assert!(!e.to_string().contains("short\""), "{e}");
 
         for (name, value) in [
             ("MAAS_ADDR", "nowhere"),
+            ("MAAS_ADMIN_ADDR", "8081"),
             ("MAAS_BUILDERS", "0"),
             ("MAAS_RATE_PER_MINUTE", "-3"),
             ("MAAS_KAFKA_BROKERS", "kafka"),

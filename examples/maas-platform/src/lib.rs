@@ -1,12 +1,15 @@
 //! The reference MaaS platform: every `maas` crate assembled into one running service.
 //!
+//! * Tenants call `/v1` with an **API key** (`Authorization: Bearer maas_…`), which decides
+//!   the tenant; operators call `/admin/*` on a separate admin listener with the admin
+//!   token: keys (created, listed, revoked), quotas, the backend switch, the alert relay.
 //! * `POST /v1/models` registers a model and charges the tenant's quota in one **saga**
 //!   (`maas-saga`, SQLite store): both happen, or — when the quota is spent — the
 //!   registration is compensated and the answer is `402`. The build is then queued on
 //!   `model-build-tasks`, keyed by model id (`maas-queue`).
 //! * The `model-builders` **consumer group** builds models; failing builds are retried, then
 //!   dead-lettered to `model-build-tasks.dlq` with the reason.
-//! * `/v1` is **rate limited** per tenant (`maas-ratelimit`, `429` with `Retry-After`).
+//! * `/v1` is **rate limited** per API key (`maas-ratelimit`, `429` with `Retry-After`).
 //! * Inference goes through a **circuit breaker** with **degradation** (`maas-breaker`): when
 //!   the model backend fails, a fallback model answers and says so.
 //! * **Telemetry** (`maas-telemetry`): RED metrics by route, every crate's metrics on one
@@ -14,15 +17,19 @@
 //!   notifications are relayed to DingTalk and WeCom robots ([`alerts`]).
 //!
 //! On embedded defaults it needs nothing else: an in-memory Kafka broker and SQLite files in
-//! a temporary directory. `MAAS_KAFKA_BROKERS` switches to a real Kafka cluster and
+//! a fresh temporary directory, a `demo` tenant with a key, and an admin token made for the
+//! run ([`Platform::demo_key`], [`Platform::made_admin_token`]). `MAAS_KAFKA_BROKERS` switches to a real Kafka cluster and
 //! `MAAS_DATABASE_URL` to PostgreSQL, which several replicas share; see [`Config`] for every
 //! setting.
 
+mod admin;
 pub mod alerts;
 mod api;
+mod auth;
 mod builders;
 mod config;
 mod inference;
+pub mod keys;
 mod limits;
 mod outbox;
 mod refunds;
@@ -38,10 +45,8 @@ use maas_saga::Engine;
 use maas_saga::store::{PgStore, SagaStore, SqliteStore};
 use maas_telemetry::{HttpMetricsLayer, HttpTraceLayer, metrics_router};
 use prometheus::{IntCounterVec, Opts, Registry};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use api::tenant;
 pub use builders::{GROUP, PARTITIONS, TOPIC};
 pub use config::{Config, ConfigError};
 pub use store::Model;
@@ -103,12 +108,20 @@ fn metrics_err(e: impl Into<BoxError>) -> PlatformError {
 /// The running platform.
 pub struct Platform {
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
+    admin_addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
+    admin_server: JoinHandle<std::io::Result<()>>,
+    /// The admin token this run made (embedded mode without `MAAS_ADMIN_TOKEN`).
+    made_admin_token: Option<String>,
+    /// The demo tenant's API key (embedded mode).
+    demo_key: Option<String>,
+    /// The data directory this run made, removed at shutdown.
+    own_data_dir: Option<std::path::PathBuf>,
     builders: Vec<ConsumerHandle>,
     producer: Producer,
     engine: Arc<Engine>,
-    /// The tenant limit in Redis, when it is there: its leases go back at shutdown.
+    /// The request limit in Redis, when it is there: its leases go back at shutdown.
     redis_limiter: Option<maas_ratelimit::redis::RedisLimiter>,
     /// The build tasks' outbox relay.
     relay: Option<outbox::Relay>,
@@ -118,6 +131,19 @@ impl Platform {
     /// Starts everything and listens on `config.addr`; every crate's metrics register in
     /// `registry`, which `/metrics` serves.
     pub async fn start(config: Config, registry: Registry) -> Result<Platform, PlatformError> {
+        let embedded = config.database_url.is_none();
+        // Embedded mode without MAAS_DATA_DIR: a directory of this run's own.
+        let (data_dir, own_data_dir) = match &config.data_dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let token = keys::generate_token().map_err(|e| PlatformError::Io {
+                    what: "naming the data directory".into(),
+                    source: std::io::Error::other(e),
+                })?;
+                let dir = std::env::temp_dir().join(format!("maas-platform-{}", &token[..12]));
+                (dir.clone(), embedded.then_some(dir))
+            }
+        };
         // Models, quota and sagas: PostgreSQL when replicas share them, else SQLite files.
         let (store, sagas): (store::Store, Arc<dyn SagaStore>) = match &config.database_url {
             Some(url) => (
@@ -125,14 +151,14 @@ impl Platform {
                 Arc::new(PgStore::connect(url).await.map_err(saga_err)?),
             ),
             None => {
-                std::fs::create_dir_all(&config.data_dir).map_err(|source| PlatformError::Io {
-                    what: format!("creating {}", config.data_dir.display()),
+                std::fs::create_dir_all(&data_dir).map_err(|source| PlatformError::Io {
+                    what: format!("creating {}", data_dir.display()),
                     source,
                 })?;
                 (
-                    store::Store::Sqlite(store::SqliteApp::open(&config.data_dir).map_err(db_err)?),
+                    store::Store::Sqlite(store::SqliteApp::open(&data_dir).map_err(db_err)?),
                     Arc::new(
-                        SqliteStore::open(config.data_dir.join("sagas.db"))
+                        SqliteStore::open(data_dir.join("sagas.db"))
                             .await
                             .map_err(saga_err)?,
                     ),
@@ -205,7 +231,7 @@ impl Platform {
             .create_topic(&format!("{}.dlq", config.build_topic), PARTITIONS)
             .await
             .map_err(queue_err)?;
-        let (relay, wake) = outbox::start(&config, &store, &producer, &outbox_metrics);
+        let (relay, wake) = outbox::start(&config, &data_dir, &store, &producer, &outbox_metrics);
         let builder = builders::Builder {
             store: store.clone(),
             build_time: config.build_time,
@@ -240,13 +266,42 @@ impl Platform {
                     reason: e.to_string(),
                 })
             })?;
-        let limiter = limits::tenant_limiter(&config, &registry, &limit_metrics).await?;
+        let limiter = limits::key_limiter(&config, &registry, &limit_metrics).await?;
         let redis_limiter = match &limiter {
             limits::TenantLimiter::Redis(r) => Some(r.clone()),
             limits::TenantLimiter::Local(_) => None,
         };
+        // The admin token: configured, made for this run (embedded), or none (admin refused).
+        let made_admin_token = match (&config.admin_token, embedded) {
+            (None, true) => Some(keys::generate_token().map_err(|e| PlatformError::Io {
+                what: "making an admin token".into(),
+                source: std::io::Error::other(e),
+            })?),
+            _ => None,
+        };
+        let admin_token = auth::AdminToken(
+            config
+                .admin_token
+                .as_deref()
+                .or(made_admin_token.as_deref())
+                .map(|t| Arc::new(keys::digest(t))),
+        );
+        if admin_token.0.is_none() {
+            tracing::warn!("MAAS_ADMIN_TOKEN is not set: the admin routes refuse every call");
+        }
+        let demo_key = if embedded {
+            Some(
+                admin::new_key(&store, "demo")
+                    .await
+                    .map_err(|e| db_err(format!("creating the demo tenant's key: {e:?}")))?
+                    .key,
+            )
+        } else {
+            None
+        };
+
         let state = api::AppState {
-            store,
+            store: store.clone(),
             engine: engine.clone(),
             outbox: wake,
             refusals,
@@ -257,17 +312,24 @@ impl Platform {
             robots: config.robots.clone(),
             http: reqwest::Client::new(),
         };
-        let (v1, ops) = api::routes(state);
-        let v1 = v1.layer(
-            RateLimitLayer::builder(limiter)
-                .key(api::tenant_of)
-                .metrics(&limit_metrics, "api")
-                .build_http(),
-        );
+        // Authentication runs first, then the request limit keyed by the caller's key.
+        let v1 = api::routes(state.clone())
+            .layer(
+                RateLimitLayer::builder(limiter)
+                    .key(api::key_of)
+                    .metrics(&limit_metrics, "api")
+                    .build_http(),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                store.clone(),
+                auth::require_key,
+            ));
         let app = axum::Router::new()
             .nest("/v1", v1)
-            .merge(ops)
+            .route("/health", axum::routing::get(api::health))
             .merge(metrics_router(registry.clone()))
+            .fallback(api::no_route)
+            .method_not_allowed_fallback(api::no_method)
             .layer(
                 HttpMetricsLayer::builder()
                     .exclude("/metrics")
@@ -277,34 +339,48 @@ impl Platform {
             )
             .layer(HttpTraceLayer::new());
 
-        let listener = tokio::net::TcpListener::bind(config.addr)
-            .await
-            .map_err(|source| PlatformError::Io {
-                what: format!("listening on {}", config.addr),
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| PlatformError::Io {
-            what: "reading the listen address".into(),
-            source,
-        })?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
+        let admin_app = admin::routes(state)
+            .layer(axum::middleware::from_fn_with_state(
+                admin_token,
+                auth::require_admin,
+            ))
+            .route("/health", axum::routing::get(api::health))
+            .fallback(api::no_route)
+            .method_not_allowed_fallback(api::no_method)
+            .layer(HttpTraceLayer::new());
+
+        let (listener, addr) = listen(config.addr).await?;
+        let (admin_listener, admin_addr) = listen(config.admin_addr).await?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let stopped = Stopped(stopped);
+        let server = tokio::spawn({
+            let stopped = stopped.clone();
+            async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stopped.wait().await })
+                    .await
+            }
+        });
+        let admin_server = tokio::spawn(async move {
+            axum::serve(admin_listener, admin_app)
+                .with_graceful_shutdown(async move { stopped.wait().await })
                 .await
         });
-        tracing::info!(%addr, instance = %config.instance,
+        tracing::info!(%addr, %admin_addr, instance = %config.instance,
             database = if config.database_url.is_some() { "postgres" } else { "sqlite" },
-            data_dir = %config.data_dir.display(),
+            data_dir = %data_dir.display(),
             broker = if cluster.memory().is_some() { "in-memory" } else { "kafka" },
-            tenant_limit = if redis_limiter.is_some() { "redis" } else { "local" },
+            request_limit = if redis_limiter.is_some() { "redis" } else { "local" },
             builders = config.builders, "maas-platform listening");
         Ok(Platform {
             addr,
-            stop: Some(stop),
+            admin_addr,
+            stop,
             server,
+            admin_server,
+            made_admin_token,
+            demo_key,
+            own_data_dir,
             builders: members,
             producer,
             engine,
@@ -313,23 +389,42 @@ impl Platform {
         })
     }
 
-    /// Where the platform listens.
+    /// Where the public API listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the admin API listens.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The admin token this run made, when none was configured (embedded mode only): the
+    /// caller shows it once.
+    pub fn made_admin_token(&self) -> Option<&str> {
+        self.made_admin_token.as_deref()
+    }
+
+    /// The API key of the `demo` tenant made at start (embedded mode only): the caller shows
+    /// it once.
+    pub fn demo_key(&self) -> Option<&str> {
+        self.demo_key.as_deref()
     }
 
     /// Stops taking requests, lets those in progress finish, then stops the builders (they
     /// commit what they handled), flushes the producer and stops the saga engine.
     pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Err(e) = (&mut self.server).await {
-            tracing::warn!(error = %e, "HTTP server task ended abnormally");
+        self.stop.send_replace(true);
+        for server in [&mut self.server, &mut self.admin_server] {
+            match server.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server ended with an error"),
+                Err(e) => tracing::warn!(error = %e, "HTTP server task ended abnormally"),
+            }
         }
         if let Some(limiter) = &self.redis_limiter {
             let units = limiter.give_back_leases().await;
-            tracing::info!(units, "tenant-limit leases given back to Redis");
+            tracing::info!(units, "request-limit leases given back to Redis");
         }
         if let Some(relay) = self.relay.take() {
             relay.shutdown().await;
@@ -339,6 +434,35 @@ impl Platform {
         }
         self.producer.shutdown().await;
         self.engine.shutdown(Duration::from_secs(5)).await;
+        if let Some(dir) = self.own_data_dir.take()
+            && let Err(e) = std::fs::remove_dir_all(&dir)
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "data directory not removed");
+        }
         tracing::info!("maas-platform stopped");
+    }
+}
+
+async fn listen(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), PlatformError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| PlatformError::Io {
+            what: format!("listening on {addr}"),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| PlatformError::Io {
+        what: "reading the listen address".into(),
+        source,
+    })?;
+    Ok((listener, local))
+}
+
+/// The stop signal, which both listeners wait for.
+#[derive(Clone)]
+struct Stopped(tokio::sync::watch::Receiver<bool>);
+
+impl Stopped {
+    async fn wait(mut self) {
+        let _ = self.0.wait_for(|stopped| *stopped).await;
     }
 }

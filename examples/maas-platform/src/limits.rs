@@ -1,4 +1,4 @@
-//! The per-tenant request limit on `/v1`: one limit for all replicas in Redis when
+//! The per-API-key request limit on `/v1`: one limit for all replicas in Redis when
 //! `MAAS_REDIS_URL` is set, else each replica's own, in memory.
 
 use maas_ratelimit::redis::{RedisAlgorithm, RedisLimiter, RedisMetrics};
@@ -8,11 +8,11 @@ use prometheus::Registry;
 use crate::PlatformError;
 use crate::config::{Config, ConfigError};
 
-/// The tenant limiter the `/v1` layer asks.
+/// The request limiter the `/v1` layer asks (keyed by API key id).
 pub(crate) enum TenantLimiter {
     /// This replica's own limit.
     Local(KeyedLimiter<String>),
-    /// One limit in Redis for all replicas (leases for busy tenants).
+    /// One limit in Redis for all replicas (leases for busy keys).
     Redis(RedisLimiter),
 }
 
@@ -33,7 +33,7 @@ impl AsyncLimiter<String> for TenantLimiter {
 }
 
 /// Builds the limiter `config` asks for; the Redis one connects now.
-pub(crate) async fn tenant_limiter(
+pub(crate) async fn key_limiter(
     config: &Config,
     registry: &Registry,
     local_metrics: &maas_ratelimit::metrics::RateLimitMetrics,
@@ -52,7 +52,7 @@ pub(crate) async fn tenant_limiter(
         RedisAlgorithm::TokenBucket(quota),
         config.redis_outage,
     )
-    .prefix("maas:platform:tenants")
+    .prefix("maas:platform:keys")
     .metrics(&metrics)
     .connect()
     .await

@@ -29,6 +29,7 @@ pub(crate) enum Wake {
 /// Starts the relay for `store`'s database.
 pub(crate) fn start(
     config: &Config,
+    data_dir: &std::path::Path,
     store: &Store,
     producer: &Producer,
     metrics: &maas_queue::outbox::OutboxMetrics,
@@ -43,7 +44,7 @@ pub(crate) fn start(
             (Relay::Pg(relay), Wake::Pg(app.clone()))
         }
         _ => {
-            let relay = SqliteRelay::builder(config.data_dir.join("app.db"), producer.clone())
+            let relay = SqliteRelay::builder(data_dir.join("app.db"), producer.clone())
                 .table(OUTBOX)
                 .poll_every(Duration::from_millis(500))
                 .metrics(metrics)

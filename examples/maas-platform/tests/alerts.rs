@@ -1,6 +1,10 @@
 //! Alertmanager's webhook, relayed to DingTalk and WeCom robots (fakes on 127.0.0.1 that
 //! answer like the real ones): markdown messages, DingTalk's signature, and a 502 when a
-//! robot refuses, so that Alertmanager retries.
+//! robot refuses or is down, so that Alertmanager retries — without the robots' credentials
+//! (their URLs' `access_token` and `key`) in the answer. The relay is an admin route: the
+//! admin listener, with the admin token.
+
+mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,25 +54,29 @@ fn notification() -> Value {
 }
 
 async fn platform(robots: Robots) -> (Platform, String, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!(
-        "maas-platform-alerts-{}-{}",
-        std::process::id(),
-        robots.wecom.as_deref().unwrap_or("none").len()
-    ));
-    let p = Platform::start(
-        Config {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.clone(),
-            builders: 1,
-            robots,
-            ..Config::default()
-        },
-        prometheus::Registry::new(),
-    )
-    .await
-    .unwrap();
-    let base = format!("http://{}", p.addr());
-    (p, base, dir)
+    let config = Config {
+        builders: 1,
+        robots,
+        ..support::config("alerts")
+    };
+    let dir = config.data_dir.clone().unwrap();
+    let p = Platform::start(config, prometheus::Registry::new())
+        .await
+        .unwrap();
+    let admin = format!("http://{}", p.admin_addr());
+    (p, admin, dir)
+}
+
+/// Posts Alertmanager's notification to the relay, as Alertmanager does (with the token).
+async fn notify(admin: &str, body: &Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{admin}/admin/alerts"))
+        .bearer_auth(support::ADMIN_TOKEN)
+        .timeout(Duration::from_secs(20))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,13 +89,7 @@ async fn alerts_reach_both_robots_as_markdown_with_dingtalk_signed() {
         wecom: Some(format!("{wecom}/cgi-bin/webhook/send?key=k3y")),
     })
     .await;
-    let http = reqwest::Client::new();
-    let r = http
-        .post(format!("{base}/admin/alerts"))
-        .json(&notification())
-        .send()
-        .await
-        .unwrap();
+    let r = notify(&base, &notification()).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["delivered"], true);
 
@@ -123,12 +125,7 @@ async fn alerts_reach_both_robots_as_markdown_with_dingtalk_signed() {
     );
 
     // Not Alertmanager's payload: a JSON 400.
-    let r = http
-        .post(format!("{base}/admin/alerts"))
-        .json(&json!({ "hello": 1 }))
-        .send()
-        .await
-        .unwrap();
+    let r = notify(&base, &json!({ "hello": 1 })).await;
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "bad_request");
     p.shutdown().await;
@@ -143,13 +140,7 @@ async fn a_refusing_robot_makes_alertmanager_retry() {
         ..Robots::default()
     })
     .await;
-    let r = reqwest::Client::new()
-        .post(format!("{base}/admin/alerts"))
-        .timeout(Duration::from_secs(20))
-        .json(&notification())
-        .send()
-        .await
-        .unwrap();
+    let r = notify(&base, &notification()).await;
     assert_eq!(r.status(), 502);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "delivery_failed");
@@ -157,6 +148,45 @@ async fn a_refusing_robot_makes_alertmanager_retry() {
         body["message"].as_str().unwrap().contains("93000"),
         "{body}"
     );
+    assert!(!body.to_string().contains("key=wrong"), "{body}");
+    p.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Robots that cannot be reached: 502, saying what failed, and neither the answer nor the
+/// error names the URLs, whose query strings are the robots' credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_robot_is_a_502_without_its_credentials() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (p, base, dir) = platform(Robots {
+        dingtalk: Some(format!(
+            "http://127.0.0.1:{closed}/robot/send?access_token=ding-secret-token"
+        )),
+        dingtalk_secret: Some("SECsigning-secret".into()),
+        wecom: Some(format!(
+            "http://127.0.0.1:{closed}/cgi-bin/webhook/send?key=wecom-secret-key"
+        )),
+    })
+    .await;
+    let r = notify(&base, &notification()).await;
+    assert_eq!(r.status(), 502);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("dingtalk") && body.contains("wecom"),
+        "{body}"
+    );
+    assert!(body.to_lowercase().contains("connect"), "{body}");
+    for secret in [
+        "ding-secret-token",
+        "wecom-secret-key",
+        "SECsigning",
+        "sign=",
+    ] {
+        assert!(!body.contains(secret), "{secret} leaked: {body}");
+    }
     p.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -47,17 +47,23 @@ struct Platform {
     env: Vec<(&'static str, String)>,
     log: std::path::PathBuf,
     base: String,
+    admin: String,
     child: Option<Child>,
 }
 
 impl Platform {
     fn new(run: &str, broker: &str) -> Platform {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port()
+        };
+        let (port, admin_port) = (free_port(), free_port());
         let env = vec![
             ("MAAS_ADDR", format!("127.0.0.1:{port}")),
+            ("MAAS_ADMIN_ADDR", format!("127.0.0.1:{admin_port}")),
+            ("MAAS_ADMIN_TOKEN", support::ADMIN_TOKEN.to_owned()),
             ("MAAS_DATABASE_URL", DATABASE.to_owned()),
             ("MAAS_KAFKA_BROKERS", broker.to_owned()),
             ("MAAS_INSTANCE", format!("crash-{run}")),
@@ -73,6 +79,7 @@ impl Platform {
             env,
             log: std::env::temp_dir().join(format!("maas-platform-crash-{run}.log")),
             base: format!("http://127.0.0.1:{port}"),
+            admin: format!("http://127.0.0.1:{admin_port}"),
             child: None,
         }
     }
@@ -161,7 +168,7 @@ struct Seen {
 async fn client(
     http: reqwest::Client,
     base: String,
-    run: String,
+    tenants: Arc<Vec<(String, String)>>,
     next: Arc<AtomicUsize>,
     reached: Arc<AtomicUsize>,
     done: Arc<AtomicBool>,
@@ -169,7 +176,7 @@ async fn client(
 ) {
     while !(done.load(Ordering::Relaxed) && reached.load(Ordering::Relaxed) >= MIN_UPLOADS) {
         let i = next.fetch_add(1, Ordering::Relaxed);
-        let tenant = format!("crash-{run}-t{}", i % TENANTS);
+        let (tenant, key) = &tenants[i % TENANTS];
         // One upload in seven is a model whose build always fails.
         let name = if i % 7 == 3 {
             format!("broken-{i}")
@@ -185,7 +192,7 @@ async fn client(
         loop {
             let answer = http
                 .post(format!("{base}/v1/models"))
-                .header("x-tenant", &tenant)
+                .bearer_auth(key)
                 .json(&json!({ "name": name }))
                 .timeout(timeout)
                 .send()
@@ -243,6 +250,14 @@ async fn uploads_survive_sigkills() {
     let http = reqwest::Client::new();
     let mut platform = Platform::new(&run, &broker);
     platform.start(&http).await;
+    let mut keys = Vec::new();
+    for t in &tenants {
+        keys.push((
+            t.clone(),
+            support::create_key(&http, &platform.admin, t).await,
+        ));
+    }
+    let keys = Arc::new(keys);
 
     let (next, reached) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let done = Arc::new(AtomicBool::new(false));
@@ -252,7 +267,7 @@ async fn uploads_survive_sigkills() {
             tokio::spawn(client(
                 http.clone(),
                 platform.base.clone(),
-                run.clone(),
+                keys.clone(),
                 next.clone(),
                 reached.clone(),
                 done.clone(),

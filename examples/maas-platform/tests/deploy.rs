@@ -171,21 +171,19 @@ fn alert_queries() -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_and_alerts_query_metrics_the_platform_exports() {
-    let dir = std::env::temp_dir().join(format!("maas-platform-deploy-{}", std::process::id()));
-    let platform = Platform::start(
-        Config {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.clone(),
-            build_time: Duration::from_millis(10),
-            rate_per_minute: 8,
-            ..Config::default()
-        },
-        prometheus::Registry::new(),
-    )
-    .await
-    .unwrap();
+    let config = Config {
+        build_time: Duration::from_millis(10),
+        rate_per_minute: 8,
+        ..support::config("deploy")
+    };
+    let dir = config.data_dir.clone().unwrap();
+    let platform = Platform::start(config, prometheus::Registry::new())
+        .await
+        .unwrap();
     let base = format!("http://{}", platform.addr());
     let http = reqwest::Client::new();
+    let key =
+        support::create_key(&http, &format!("http://{}", platform.admin_addr()), "dash").await;
     // Traffic that makes every family appear: a build, a failing build (dead letter), an
     // inference (breaker), and enough requests to be rate limited.
     let mut ids = Vec::new();
@@ -193,7 +191,7 @@ async fn dashboard_and_alerts_query_metrics_the_platform_exports() {
         let (_, r) = support::post_json(
             &http,
             &format!("{base}/v1/models"),
-            None,
+            Some(&key),
             &json!({ "name": name }),
         )
         .await;
@@ -201,7 +199,7 @@ async fn dashboard_and_alerts_query_metrics_the_platform_exports() {
     }
     let mut status = String::new();
     for _ in 0..200 {
-        let m = support::get_json(&http, &format!("{base}/v1/models/{}", ids[0])).await;
+        let m = support::get_json(&http, &format!("{base}/v1/models/{}", ids[0]), &key).await;
         status = m["status"].as_str().unwrap().to_owned();
         if status == "ready" {
             break;
@@ -211,6 +209,7 @@ async fn dashboard_and_alerts_query_metrics_the_platform_exports() {
     assert_eq!(status, "ready");
     let _ = http
         .post(format!("{base}/v1/models/{}/infer", ids[0]))
+        .bearer_auth(&key)
         .json(&json!({ "prompt": "hi" }))
         .send()
         .await
@@ -218,7 +217,8 @@ async fn dashboard_and_alerts_query_metrics_the_platform_exports() {
     let mut limited = false;
     for _ in 0..10 {
         let r = http
-            .get(format!("{base}/v1/tenants/default/quota"))
+            .get(format!("{base}/v1/tenants/dash/quota"))
+            .bearer_auth(&key)
             .send()
             .await
             .unwrap();

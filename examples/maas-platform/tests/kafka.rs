@@ -14,17 +14,16 @@ async fn builds_cross_a_real_broker() {
     let broker = support::require_kafka();
     let run = format!("{}-{}", std::process::id(), fastrand::u32(..));
     let topic = format!("platform-builds-{run}");
-    let dir = std::env::temp_dir().join(format!("maas-platform-kafka-{run}"));
+    let config = support::config("kafka");
+    let dir = config.data_dir.clone().unwrap();
     let platform = Platform::start(
         Config {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.clone(),
             kafka_brokers: Some(vec![broker]),
             build_topic: topic.clone(),
             build_group: format!("platform-builders-{run}"),
             build_time: Duration::from_millis(10),
             builders: 2,
-            ..Config::default()
+            ..config
         },
         prometheus::Registry::new(),
     )
@@ -32,10 +31,13 @@ async fn builds_cross_a_real_broker() {
     .expect("the platform starts on Kafka");
     let base = format!("http://{}", platform.addr());
     let http = reqwest::Client::new();
+    let key =
+        support::create_key(&http, &format!("http://{}", platform.admin_addr()), "kafka").await;
     let mut ids = Vec::new();
     for name in ["kafka-model", "broken-on-kafka"] {
         let r = http
             .post(format!("{base}/v1/models"))
+            .bearer_auth(&key)
             .json(&json!({ "name": name }))
             .send()
             .await
@@ -52,6 +54,7 @@ async fn builds_cross_a_real_broker() {
         for id in &ids {
             let m: Value = http
                 .get(format!("{base}/v1/models/{id}"))
+                .bearer_auth(&key)
                 .send()
                 .await
                 .unwrap()

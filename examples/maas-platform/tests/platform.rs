@@ -1,52 +1,56 @@
 //! The platform on embedded defaults, driven over real HTTP on 127.0.0.1: an upload commits
 //! its saga and gets built by the group; an upload past the quota is compensated (402) and
 //! registers nothing; a failing build ends `failed` with its task dead-lettered; inference
-//! degrades when the backend fails and the breaker opens; `/v1` answers 429 past the rate;
+//! degrades when the backend fails and the breaker opens; `/v1` answers 429 past the rate
+//! of an API key;
 //! errors are JSON; `/metrics` shows every crate's metrics.
 
 mod support;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use maas_platform::{Config, Platform};
 use serde_json::{Value, json};
 
 fn config(rate_per_minute: u32) -> Config {
-    let dir = std::env::temp_dir().join(format!(
-        "maas-platform-test-{}-{}",
-        std::process::id(),
-        fastrand_suffix()
-    ));
     Config {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir,
         tenant_quota: 25,
         build_cost: 10,
         build_time: Duration::from_millis(20),
         rate_per_minute,
         breaker_open: Duration::from_secs(60),
-        ..Config::default()
+        ..support::config("test")
     }
-}
-
-fn fastrand_suffix() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(0);
-    h.finish()
 }
 
 struct Api {
     base: String,
+    admin: String,
     http: reqwest::Client,
+    /// Each tenant's API key, made on first use.
+    keys: Mutex<HashMap<String, String>>,
 }
 
 impl Api {
+    async fn key(&self, tenant: &str) -> String {
+        if let Some(k) = self.keys.lock().unwrap().get(tenant) {
+            return k.clone();
+        }
+        let key = support::create_key(&self.http, &self.admin, tenant).await;
+        self.keys
+            .lock()
+            .unwrap()
+            .insert(tenant.to_owned(), key.clone());
+        key
+    }
+
     async fn post(&self, path: &str, tenant: &str, body: Value) -> (u16, Value) {
         let r = self
             .http
             .post(format!("{}{path}", self.base))
-            .header("x-tenant", tenant)
+            .bearer_auth(self.key(tenant).await)
             .json(&body)
             .send()
             .await
@@ -54,21 +58,22 @@ impl Api {
         (r.status().as_u16(), r.json().await.unwrap())
     }
 
-    async fn get(&self, path: &str) -> (u16, Value) {
+    async fn get(&self, path: &str, tenant: &str) -> (u16, Value) {
         let r = self
             .http
             .get(format!("{}{path}", self.base))
+            .bearer_auth(self.key(tenant).await)
             .send()
             .await
             .unwrap();
         (r.status().as_u16(), r.json().await.unwrap())
     }
 
-    /// Polls the model until it is neither `queued` nor `building` (or 10 s pass).
-    async fn settled(&self, id: &str) -> String {
+    /// Polls `tenant`'s model until it is neither `queued` nor `building` (or 10 s pass).
+    async fn settled(&self, id: &str, tenant: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let (code, model) = self.get(&format!("/v1/models/{id}")).await;
+            let (code, model) = self.get(&format!("/v1/models/{id}"), tenant).await;
             assert_eq!(code, 200, "{model}");
             let status = model["status"].as_str().unwrap().to_owned();
             if !matches!(status.as_str(), "queued" | "building") || Instant::now() > deadline {
@@ -81,13 +86,15 @@ impl Api {
 
 async fn start(rate_per_minute: u32) -> (Platform, Api, std::path::PathBuf) {
     let config = config(rate_per_minute);
-    let dir = config.data_dir.clone();
+    let dir = config.data_dir.clone().unwrap();
     let platform = Platform::start(config, prometheus::Registry::new())
         .await
         .expect("platform starts on embedded defaults");
     let api = Api {
         base: format!("http://{}", platform.addr()),
+        admin: format!("http://{}", platform.admin_addr()),
         http: reqwest::Client::new(),
+        keys: Mutex::default(),
     };
     (platform, api, dir)
 }
@@ -108,8 +115,8 @@ async fn upload_build_quota_dlq_degradation_and_metrics() {
     assert_eq!(code, 202, "{first}");
     assert_eq!(first["status"], "queued");
     let id = first["id"].as_str().unwrap().to_owned();
-    assert_eq!(api.settled(&id).await, "ready");
-    let (_, built) = api.get(&format!("/v1/models/{id}")).await;
+    assert_eq!(api.settled(&id, "acme").await, "ready");
+    let (_, built) = api.get(&format!("/v1/models/{id}"), "acme").await;
     assert_eq!(built["builds"], 1, "{built}");
     assert!(built.get("reason").is_none(), "{built}");
 
@@ -119,14 +126,14 @@ async fn upload_build_quota_dlq_degradation_and_metrics() {
         .await;
     assert_eq!(code, 202, "{broken}");
     let broken_id = broken["id"].as_str().unwrap();
-    assert_eq!(api.settled(broken_id).await, "failed");
-    let (_, failed) = api.get(&format!("/v1/models/{broken_id}")).await;
+    assert_eq!(api.settled(broken_id, "acme").await, "failed");
+    let (_, failed) = api.get(&format!("/v1/models/{broken_id}"), "acme").await;
     assert_eq!(failed["reason"], "the weights do not load", "{failed}");
     assert_eq!(failed["builds"], 0, "{failed}");
     // Dead-lettered, it is refunded: acme has 15 of its 25 credits again, not 5.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, quota) = api.get("/v1/tenants/acme/quota").await;
+        let (_, quota) = api.get("/v1/tenants/acme/quota", "acme").await;
         if quota["remaining"] == 15 {
             break;
         }
@@ -145,14 +152,17 @@ async fn upload_build_quota_dlq_degradation_and_metrics() {
     assert_eq!(code, 402, "{refused}");
     assert_eq!(refused["error"], "quota_exhausted");
     assert_eq!(refused["saga_status"], "compensated");
-    let (_, quota) = api.get("/v1/tenants/acme/quota").await;
+    let (_, quota) = api.get("/v1/tenants/acme/quota", "acme").await;
     assert_eq!(quota["remaining"], 5);
     // Another tenant has its own quota.
     let (code, qwen) = api
         .post("/v1/models", "globex", json!({ "name": "qwen" }))
         .await;
     assert_eq!(code, 202);
-    assert_eq!(api.settled(qwen["id"].as_str().unwrap()).await, "ready");
+    assert_eq!(
+        api.settled(qwen["id"].as_str().unwrap(), "globex").await,
+        "ready"
+    );
 
     // Bad input: JSON errors with the right status.
     let (code, err) = api.post("/v1/models", "acme", json!({ "nam": 1 })).await;
@@ -161,7 +171,7 @@ async fn upload_build_quota_dlq_degradation_and_metrics() {
         .post("/v1/models", "acme", json!({ "name": "../../etc/passwd" }))
         .await;
     assert_eq!((code, err["error"].as_str()), (400, Some("bad_request")));
-    let (code, err) = api.get("/v1/models/m-0000000000000000").await;
+    let (code, err) = api.get("/v1/models/m-0000000000000000", "acme").await;
     assert_eq!((code, err["error"].as_str()), (404, Some("not_found")));
 
     // Inference: normal, then degraded while the backend is down and the breaker opens.
@@ -171,7 +181,8 @@ async fn upload_build_quota_dlq_degradation_and_metrics() {
     assert_eq!(answer["degraded"], false);
     let r = api
         .http
-        .put(format!("{}/admin/backend", api.base))
+        .put(format!("{}/admin/backend", api.admin))
+        .bearer_auth(support::ADMIN_TOKEN)
         .json(&json!({ "healthy": false }))
         .send()
         .await
@@ -233,7 +244,7 @@ async fn a_participant_that_cannot_answer_is_503_not_402() {
     assert_eq!(err["error"], "unavailable", "{err}");
     db.execute_batch("DROP TRIGGER quota_down").unwrap();
     // Nothing was charged for it; a real shortage is still 402.
-    let (_, quota) = api.get("/v1/tenants/initech/quota").await;
+    let (_, quota) = api.get("/v1/tenants/initech/quota", "initech").await;
     assert_eq!(quota["remaining"], 15, "{quota}");
     let (code, _) = api
         .post("/v1/models", "initech", json!({ "name": "third" }))
@@ -250,30 +261,40 @@ async fn a_participant_that_cannot_answer_is_503_not_402() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn v1_is_rate_limited_per_tenant() {
+async fn v1_is_rate_limited_per_api_key() {
     let (platform, api, dir) = start(5).await;
     let mut codes = Vec::new();
     for _ in 0..7 {
-        codes.push(api.get("/v1/tenants/acme/quota").await.0);
+        codes.push(api.get("/v1/tenants/acme/quota", "acme").await.0);
     }
     assert_eq!(codes, [200, 200, 200, 200, 200, 429, 429]);
     let r = api
         .http
         .get(format!("{}/v1/tenants/acme/quota", api.base))
+        .bearer_auth(api.key("acme").await)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
-    // Another tenant is not affected; operator routes are not limited.
+    // The limit is the key's: a key of another tenant, or a second key of acme, is not
+    // affected; health checks are not limited.
+    assert_eq!(api.get("/v1/tenants/globex/quota", "globex").await.0, 200);
+    let second = support::create_key(&api.http, &api.admin, "acme").await;
     let r = api
         .http
-        .get(format!("{}/v1/tenants/globex/quota", api.base))
-        .header("x-tenant", "globex")
+        .get(format!("{}/v1/tenants/acme/quota", api.base))
+        .bearer_auth(second)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(api.get("/health").await.0, 200);
+    let health = api
+        .http
+        .get(format!("{}/health", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
     stop(platform, dir).await;
 }

@@ -1,54 +1,55 @@
-//! `MAAS_REDIS_URL` makes the per-tenant limit one limit for all replicas: two platform
-//! instances (embedded storage each, Redis at 127.0.0.1:6379 shared) let a tenant through
-//! `MAAS_RATE_PER_MINUTE` requests in all, not per instance; without it, each instance
-//! limits on its own.
+//! `MAAS_REDIS_URL` makes the per-key request limit one limit for all replicas: two platform
+//! instances (sharing PostgreSQL at 127.0.0.1:5432, where the API keys live, and Redis at
+//! 127.0.0.1:6379) let an API key through `MAAS_RATE_PER_MINUTE` requests in all, not per
+//! instance; without Redis, each instance limits on its own.
+
+mod support;
 
 use std::time::Duration;
 
 use maas_platform::{Config, Platform};
+
+const DATABASE: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
 
 fn redis_url() -> String {
     std::env::var("MAAS_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
 }
 
 async fn instance(name: &str, redis: Option<String>) -> Platform {
-    let dir = std::env::temp_dir().join(format!(
-        "maas-redis-limit-{name}-{}-{}",
-        std::process::id(),
-        fastrand::u32(..)
-    ));
     Platform::start(
         Config {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir,
+            database_url: Some(DATABASE.to_owned()),
             instance: format!("{name}-{}", std::process::id()),
             rate_per_minute: 5,
             redis_url: redis,
             builders: 1,
             build_time: Duration::from_millis(10),
-            ..Config::default()
+            ..support::config(name)
         },
         prometheus::Registry::new(),
     )
     .await
     .unwrap_or_else(|e| {
         panic!(
-            "the platform did not start ({e}); with MAAS_REDIS_URL it needs Redis on \
-             127.0.0.1:6379: start it with `scripts/dev-services`"
+            "the platform did not start ({e:?}); it needs PostgreSQL on 127.0.0.1:5432 and, \
+             with MAAS_REDIS_URL, Redis on 127.0.0.1:6379: start them with \
+             `scripts/dev-services up`"
         )
     })
 }
 
-/// Sends 10 requests for `tenant`, alternating between the instances; returns how many
-/// were not rate limited.
+/// Sends 10 requests of a new API key of `tenant`, alternating between the instances;
+/// returns how many were not rate limited.
 async fn passed(instances: &[&Platform], tenant: &str) -> usize {
     let http = reqwest::Client::new();
+    let admin = format!("http://{}", instances[0].admin_addr());
+    let key = support::create_key(&http, &admin, tenant).await;
     let mut passed = 0;
     for i in 0..10 {
         let addr = instances[i % instances.len()].addr();
         let r = http
             .get(format!("http://{addr}/v1/tenants/{tenant}/quota"))
-            .header("x-tenant", tenant)
+            .bearer_auth(&key)
             .send()
             .await
             .unwrap();

@@ -1,6 +1,7 @@
 //! Two platform instances sharing PostgreSQL (127.0.0.1:5432, database `test`) behave as
 //! replicas behind one Service: a model uploaded through one is seen, built, through the
-//! other, and a tenant's quota is one quota whichever instance charges it.
+//! other, a tenant's quota is one quota whichever instance charges it, and an API key made
+//! through one replica's admin API works on the other.
 
 mod support;
 
@@ -23,14 +24,13 @@ async fn require_postgres() {
 async fn replica(name: &str) -> Platform {
     Platform::start(
         Config {
-            addr: "127.0.0.1:0".parse().unwrap(),
             database_url: Some(DATABASE.to_owned()),
             instance: format!("{name}-{}", std::process::id()),
             tenant_quota: 25,
             build_cost: 10,
             build_time: Duration::from_millis(10),
             builders: 1,
-            ..Config::default()
+            ..support::config(name)
         },
         prometheus::Registry::new(),
     )
@@ -48,11 +48,12 @@ async fn replicas_share_models_and_quota() {
     );
     let tenant = format!("tenant-{}-{}", std::process::id(), fastrand::u32(..));
     let http = reqwest::Client::new();
+    let key = support::create_key(&http, &format!("http://{}", a.admin_addr()), &tenant).await;
     let upload = |base: String| {
-        let (http, tenant) = (http.clone(), tenant.clone());
+        let (http, key) = (http.clone(), key.clone());
         async move {
             let body = json!({ "name": "shared-model" });
-            support::post_json(&http, &format!("{base}/v1/models"), Some(&tenant), &body).await
+            support::post_json(&http, &format!("{base}/v1/models"), Some(&key), &body).await
         }
     };
     let (code, model) = upload(a_url.clone()).await;
@@ -61,7 +62,7 @@ async fn replicas_share_models_and_quota() {
     // Seen through the other replica, and built.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let m = support::get_json(&http, &format!("{b_url}/v1/models/{id}")).await;
+        let m = support::get_json(&http, &format!("{b_url}/v1/models/{id}"), &key).await;
         if m["status"] == "ready" {
             break;
         }
@@ -72,7 +73,7 @@ async fn replicas_share_models_and_quota() {
     assert_eq!(upload(b_url.clone()).await.0, 202);
     let (code, refused) = upload(a_url.clone()).await;
     assert_eq!(code, 402, "{refused}");
-    let q = support::get_json(&http, &format!("{b_url}/v1/tenants/{tenant}/quota")).await;
+    let q = support::get_json(&http, &format!("{b_url}/v1/tenants/{tenant}/quota"), &key).await;
     assert_eq!(q["remaining"], 5);
     a.shutdown().await;
     b.shutdown().await;

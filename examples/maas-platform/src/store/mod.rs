@@ -5,11 +5,13 @@
 //! Both participants protect every operation with the saga barrier, so a retried or late
 //! call applies at most once and a compensation never runs before (or without) its action.
 
+mod keys;
 mod postgres;
 mod sqlite;
 
 use serde::Serialize;
 
+pub use keys::{KeyInfo, StoredKey};
 pub use postgres::PgApp;
 pub use sqlite::SqliteApp;
 
@@ -145,6 +147,47 @@ impl Store {
             Store::Sqlite(s) => s.recharge_if_refunded(model, tenant, cost)?,
             Store::Postgres(p) => p.recharge_if_refunded(model, tenant, cost).await?,
         })
+    }
+
+    /// Stores a new API key (its SHA-256, never the key); `false` when its id is taken.
+    pub async fn add_key(&self, id: &str, tenant: &str, hash: &[u8]) -> Result<bool, StoreError> {
+        Ok(match self {
+            Store::Sqlite(s) => s.add_key(id, tenant, hash)?,
+            Store::Postgres(p) => p.add_key(id, tenant, hash).await?,
+        })
+    }
+
+    /// The API key `id`, if stored.
+    pub async fn key(&self, id: &str) -> Result<Option<StoredKey>, StoreError> {
+        Ok(match self {
+            Store::Sqlite(s) => s.key(id)?,
+            Store::Postgres(p) => p.key(id).await?,
+        })
+    }
+
+    /// A tenant's API keys, by creation time (in seconds), then id.
+    pub async fn keys(&self, tenant: &str) -> Result<Vec<KeyInfo>, StoreError> {
+        Ok(match self {
+            Store::Sqlite(s) => s.keys(tenant)?,
+            Store::Postgres(p) => p.keys(tenant).await?,
+        })
+    }
+
+    /// Revokes the API key `id`; `false` when there is no such key.
+    pub async fn revoke_key(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(match self {
+            Store::Sqlite(s) => s.revoke_key(id)?,
+            Store::Postgres(p) => p.revoke_key(id).await?,
+        })
+    }
+
+    /// Sets a tenant's remaining quota to `amount` credits.
+    pub async fn set_quota(&self, tenant: &str, amount: i64) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.set_quota(tenant, amount)?,
+            Store::Postgres(p) => p.set_quota(tenant, amount).await?,
+        }
+        Ok(())
     }
 
     /// The model registry: `action` registers the model, `compensate` removes it.

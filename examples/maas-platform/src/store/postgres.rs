@@ -15,7 +15,7 @@ use super::{Model, Outcome};
 /// The application database in PostgreSQL (one connection; transactions take turns).
 #[derive(Clone)]
 pub struct PgApp {
-    client: Arc<Mutex<Client>>,
+    pub(super) client: Arc<Mutex<Client>>,
 }
 
 /// Which participant a call is for.
@@ -51,6 +51,7 @@ impl PgApp {
                      ADD COLUMN IF NOT EXISTS builds BIGINT NOT NULL DEFAULT 0;",
             )
             .await?;
+        client.batch_execute(super::keys::PG_SCHEMA).await?;
         let migrated: Result<(), BoxError> = match barrier::migrate(&client).await {
             Ok(()) => maas_queue::outbox::pg::install(&client, super::OUTBOX)
                 .await

@@ -32,6 +32,7 @@ impl SqliteApp {
                  model TEXT PRIMARY KEY, tenant TEXT NOT NULL, amount INTEGER NOT NULL,
                  recharged INTEGER NOT NULL DEFAULT 0);",
         )?;
+        conn.execute_batch(super::keys::SQLITE_SCHEMA)?;
         add_column(&conn, "models", "reason", "TEXT")?;
         add_column(&conn, "models", "builds", "INTEGER NOT NULL DEFAULT 0")?;
         barrier::migrate(&conn)?;
@@ -41,7 +42,7 @@ impl SqliteApp {
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.db.lock().unwrap_or_else(|e| e.into_inner())
     }
 

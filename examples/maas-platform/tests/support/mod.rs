@@ -1,11 +1,92 @@
 //! HTTP helpers shared by the platform's tests.
 #![allow(dead_code)]
 
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
 use serde_json::Value;
 
-/// `GET url`, the body as JSON.
-pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
-    http.get(url).send().await.unwrap().json().await.unwrap()
+/// The admin token the tests configure.
+pub const ADMIN_TOKEN: &str = "test-admin-token-7f3a9c1e5b";
+
+/// Settings for a test platform: both listeners on free ports, the test admin token, and a
+/// data directory of its own (`<temp>/maas-platform-<name>-<pid>-<random>`).
+pub fn config(name: &str) -> maas_platform::Config {
+    let dir = std::env::temp_dir().join(format!(
+        "maas-platform-{name}-{}-{:016x}",
+        std::process::id(),
+        random()
+    ));
+    maas_platform::Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_token: Some(ADMIN_TOKEN.to_owned()),
+        data_dir: Some(dir),
+        ..maas_platform::Config::default()
+    }
+}
+
+/// A random number (for names that must not clash between runs).
+pub fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    h.finish()
+}
+
+/// Creates an API key for `tenant` through the admin API at `admin` (`http://host:port`).
+pub async fn create_key(http: &reqwest::Client, admin: &str, tenant: &str) -> String {
+    let r = http
+        .post(format!("{admin}/admin/tenants/{tenant}/keys"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "creating a key for {tenant}");
+    let body: Value = r.json().await.unwrap();
+    body["key"].as_str().unwrap().to_owned()
+}
+
+/// A log writer that keeps everything written, for tests that read the logs.
+#[derive(Clone, Default)]
+pub struct Captured(pub Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+impl Captured {
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// `GET url` with the API key, the body as JSON.
+pub async fn get_json(http: &reqwest::Client, url: &str, key: &str) -> Value {
+    http.get(url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// `GET url`, the body as text (a `/metrics` scrape).
@@ -13,16 +94,16 @@ pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
     http.get(url).send().await.unwrap().text().await.unwrap()
 }
 
-/// `POST url` with a JSON body (and `x-tenant` when given): the status and the JSON answer.
+/// `POST url` with a JSON body (and the API key when given): the status and the JSON answer.
 pub async fn post_json(
     http: &reqwest::Client,
     url: &str,
-    tenant: Option<&str>,
+    key: Option<&str>,
     body: &Value,
 ) -> (u16, Value) {
     let mut req = http.post(url).json(body);
-    if let Some(t) = tenant {
-        req = req.header("x-tenant", t);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
     }
     let r = req.send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
