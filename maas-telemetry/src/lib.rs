@@ -54,6 +54,7 @@ pub mod grpc_metrics;
 mod http_metrics;
 mod json_log;
 mod metrics_route;
+mod panic_log;
 pub mod propagation;
 mod telemetry;
 mod trace_layer;

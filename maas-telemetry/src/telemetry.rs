@@ -62,6 +62,7 @@ pub struct TelemetryBuilder {
     writer: Option<BoxMakeWriter>,
     sample_ratio: f64,
     attributes: Vec<KeyValue>,
+    log_panics: bool,
     env: fn(&str) -> Option<String>,
 }
 
@@ -74,6 +75,7 @@ impl std::fmt::Debug for TelemetryBuilder {
             .field("log_format", &self.log_format)
             .field("filter", &self.filter)
             .field("sample_ratio", &self.sample_ratio)
+            .field("log_panics", &self.log_panics)
             .finish_non_exhaustive()
     }
 }
@@ -155,15 +157,30 @@ impl TelemetryBuilder {
         self
     }
 
+    /// Whether [`build`](Self::build) makes every panic one `ERROR` log event with its
+    /// message, location, thread and backtrace — and the trace id, inside a span — instead
+    /// of the default hook's lines on standard error (default: yes). Dropping the
+    /// [`Telemetry`] puts the previous hook back. [`build_subscriber`](Self::build_subscriber)
+    /// never installs it.
+    pub fn log_panics(mut self, on: bool) -> Self {
+        self.log_panics = on;
+        self
+    }
+
     /// Sets everything up and installs it for the whole process: the global `tracing`
-    /// subscriber, OpenTelemetry's global tracer provider and the W3C trace-context
-    /// propagator. Keep the returned [`Telemetry`] alive; dropping it flushes and shuts down.
+    /// subscriber, OpenTelemetry's global tracer provider, the W3C trace-context
+    /// propagator and (see [`log_panics`](Self::log_panics)) the panic hook. Keep the
+    /// returned [`Telemetry`] alive; dropping it flushes and shuts down.
     pub fn build(self) -> Result<Telemetry, TelemetryError> {
-        let (telemetry, subscriber) = self.build_subscriber()?;
+        let log_panics = self.log_panics;
+        let (mut telemetry, subscriber) = self.build_subscriber()?;
         tracing::subscriber::set_global_default(subscriber)
             .map_err(|_| TelemetryError::AlreadyInitialized)?;
         opentelemetry::global::set_tracer_provider(telemetry.provider.clone());
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        if log_panics {
+            telemetry.previous_hook = Some(HookSlot(crate::panic_log::install()));
+        }
         Ok(telemetry)
     }
 
@@ -266,6 +283,7 @@ impl TelemetryBuilder {
             runtime,
             endpoint: settings.export.map(|e| e.endpoint),
             shutdown_timeout: self.shutdown_timeout,
+            previous_hook: None,
         };
         Ok((telemetry, subscriber))
     }
@@ -406,6 +424,16 @@ pub struct Telemetry {
     runtime: Option<tokio::runtime::Runtime>,
     endpoint: Option<String>,
     shutdown_timeout: Duration,
+    previous_hook: Option<HookSlot>,
+}
+
+/// The panic hook [`TelemetryBuilder::build`] replaced, put back on drop.
+struct HookSlot(crate::panic_log::PreviousHook);
+
+impl std::fmt::Debug for HookSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PanicHook")
+    }
 }
 
 impl Telemetry {
@@ -422,6 +450,7 @@ impl Telemetry {
             writer: None,
             sample_ratio: 1.0,
             attributes: Vec::new(),
+            log_panics: true,
             env: process_env,
         }
     }
@@ -448,6 +477,9 @@ impl Telemetry {
     pub fn shutdown(self) {}
 
     fn stop(&mut self) {
+        if let Some(HookSlot(previous)) = self.previous_hook.take() {
+            crate::panic_log::restore(previous);
+        }
         if let Err(e) = self.provider.shutdown_with_timeout(self.shutdown_timeout) {
             tracing::debug!(target: "maas_telemetry", error = %e, "telemetry shutdown");
         }

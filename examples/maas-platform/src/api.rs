@@ -102,6 +102,10 @@ pub enum ApiError {
     QuotaExhausted { saga: String, message: String },
     /// 503: a dependency failed.
     Unavailable(String),
+    /// 500: a bug (a panic), logged with its backtrace.
+    Internal(String),
+    /// 504: the request did not finish in time.
+    Timeout(String),
     /// 502: a robot refused an alert (Alertmanager retries).
     DeliveryFailed(String),
 }
@@ -150,6 +154,14 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(m) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({ "error": "unavailable", "message": m }),
+            ),
+            ApiError::Internal(m) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "error": "internal", "message": m }),
+            ),
+            ApiError::Timeout(m) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                json!({ "error": "timeout", "message": m }),
             ),
             ApiError::DeliveryFailed(m) => (
                 StatusCode::BAD_GATEWAY,

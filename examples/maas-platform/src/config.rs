@@ -67,6 +67,9 @@ pub struct Config {
     pub builders: usize,
     /// How long the inference breaker stays open (`MAAS_BREAKER_OPEN_SECS`, default 5).
     pub breaker_open: Duration,
+    /// How long a request may take until its response starts (`MAAS_REQUEST_TIMEOUT_SECS`,
+    /// default 30); past it the answer is a JSON 504.
+    pub request_timeout: Duration,
     /// Alert robots: `MAAS_DINGTALK_WEBHOOK` (+ `MAAS_DINGTALK_SECRET`), `MAAS_WECOM_WEBHOOK`.
     pub robots: crate::alerts::Robots,
 }
@@ -94,6 +97,7 @@ impl std::fmt::Debug for Config {
             .field("build_time", &self.build_time)
             .field("builders", &self.builders)
             .field("breaker_open", &self.breaker_open)
+            .field("request_timeout", &self.request_timeout)
             .field("robots", &self.robots)
             .finish()
     }
@@ -121,6 +125,7 @@ impl Default for Config {
             build_time: Duration::from_millis(300),
             builders: 3,
             breaker_open: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
             robots: crate::alerts::Robots::default(),
         }
     }
@@ -238,6 +243,10 @@ impl Config {
         if let Some(v) = lookup("MAAS_BREAKER_OPEN_SECS") {
             c.breaker_open =
                 Duration::from_secs(positive::<u32>("MAAS_BREAKER_OPEN_SECS", &v)?.into());
+        }
+        if let Some(v) = lookup("MAAS_REQUEST_TIMEOUT_SECS") {
+            c.request_timeout =
+                Duration::from_secs(positive::<u32>("MAAS_REQUEST_TIMEOUT_SECS", &v)?.into());
         }
         for (name, slot) in [
             ("MAAS_DINGTALK_WEBHOOK", &mut c.robots.dingtalk),

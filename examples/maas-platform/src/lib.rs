@@ -28,6 +28,7 @@ mod api;
 mod auth;
 mod builders;
 mod config;
+mod hardening;
 mod inference;
 pub mod keys;
 mod limits;
@@ -329,7 +330,8 @@ impl Platform {
             .route("/health", axum::routing::get(api::health))
             .merge(metrics_router(registry.clone()))
             .fallback(api::no_route)
-            .method_not_allowed_fallback(api::no_method)
+            .method_not_allowed_fallback(api::no_method);
+        let app = hardening::harden(app, config.request_timeout)
             .layer(
                 HttpMetricsLayer::builder()
                     .exclude("/metrics")
@@ -346,8 +348,9 @@ impl Platform {
             ))
             .route("/health", axum::routing::get(api::health))
             .fallback(api::no_route)
-            .method_not_allowed_fallback(api::no_method)
-            .layer(HttpTraceLayer::new());
+            .method_not_allowed_fallback(api::no_method);
+        let admin_app =
+            hardening::harden(admin_app, config.request_timeout).layer(HttpTraceLayer::new());
 
         let (listener, addr) = listen(config.addr).await?;
         let (admin_listener, admin_addr) = listen(config.admin_addr).await?;
