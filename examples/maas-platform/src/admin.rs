@@ -33,18 +33,7 @@ pub(crate) fn routes(state: AppState) -> Router {
 
 /// Tenant names: what model names allow, so that they are safe in URLs and logs.
 fn tenant_name(tenant: &str) -> Result<(), ApiError> {
-    let valid = !tenant.is_empty()
-        && tenant.len() <= 64
-        && tenant
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if valid {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest(
-            "a tenant is 1 to 64 characters of letters, digits, '-', '_' or '.'".into(),
-        ))
-    }
+    crate::api::valid_name("a tenant", tenant)
 }
 
 /// Makes a key for `tenant` and stores its digest; the key itself goes back to the caller

@@ -1,19 +1,25 @@
 //! The `model-builders` group: consumes `model-build-tasks` and builds models.
 //!
-//! A task is `{"model": id}` keyed by the model id, so the tasks of one model stay in order on
-//! one partition. A build that fails is retried in place, then dead-lettered to
-//! `model-build-tasks.dlq` with the reason (`maas-queue redrive` puts it back); the model is
-//! marked `failed`, and the `refunds` member gives the tenant its credits back. A task that
-//! is not JSON goes straight to the DLQ.
+//! A task is `{"model": id, "digest": "sha256:…", "tenant": …, "cost": …}` keyed by the model
+//! id, so the tasks of one model stay in order on one partition. The build reads the model
+//! file's header from the artifact store ([`crate::artifacts::inspect_stored`]) and records
+//! what it holds on the model. A file that is refused (unsupported, truncated, corrupt) fails
+//! the build at once with that reason; a store that cannot be read is retried in place. Either
+//! way a failed build ends dead-lettered on `model-build-tasks.dlq` with the reason
+//! (`maas-queue redrive` puts it back); the model is marked `failed`, and the `refunds`
+//! member gives the tenant its credits back. A task that is not one goes straight to the
+//! DLQ.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use maas_queue::metrics::QueueMetrics;
-use maas_queue::{ConsumerHandle, FailurePolicy, GroupConsumerBuilder, Message};
+use maas_queue::{ConsumerHandle, FailurePolicy, GroupConsumerBuilder, Message, Poison};
 use prometheus::IntCounterVec;
 use tower::service_fn;
 use tracing::Instrument;
 
+use crate::artifacts::{ArtifactStore, Digest, InspectError, inspect_stored};
 use crate::store::{Outcome, Store};
 
 /// The topic of build tasks, unless `MAAS_BUILD_TOPIC` names another.
@@ -28,20 +34,14 @@ pub const GROUP: &str = "model-builders";
 pub struct Builder {
     /// Where models live.
     pub store: Store,
+    /// Where their files live.
+    pub artifacts: Arc<dyn ArtifactStore>,
     /// How long a build takes.
     pub build_time: Duration,
     /// The topic of build tasks.
     pub topic: String,
     /// `maas_platform_builds_total{outcome}` (attempts: a failing build counts each try).
     pub builds: IntCounterVec,
-}
-
-/// A build that failed, with the reason the DLQ records.
-#[derive(Debug, thiserror::Error)]
-#[error("building {model} failed: {reason}")]
-struct BuildFailed {
-    model: String,
-    reason: String,
 }
 
 impl Builder {
@@ -85,6 +85,12 @@ impl Builder {
     async fn build(&self, m: Message) -> Result<(), maas_queue::BoxError> {
         let task = crate::refunds::task(&m)?;
         let id = task.model.clone();
+        let digest: Digest = task
+            .digest
+            .as_deref()
+            .ok_or_else(|| Poison::new("a build task must name its model file's `digest`"))?
+            .parse()
+            .map_err(|e| Poison::new(format!("the task's digest: {e}")))?;
         let Some(model) = self.store.model(&id).await? else {
             // Compensated after the task was sent, or never registered: nothing to build.
             tracing::warn!(model = %id, "build task for an unknown model; skipped");
@@ -108,23 +114,41 @@ impl Builder {
             self.builds.with_label_values(&["skipped"]).inc();
             return Ok(());
         }
-        self.store.set_status(&id, "building").await?;
-        tokio::time::sleep(self.build_time).await;
-        if model.name.contains("broken") {
-            // The demo's failing build: retried, then dead-lettered with this reason.
-            // Counted first: whoever sees the status can rely on the count.
-            let reason = "the weights do not load";
-            self.builds.with_label_values(&["failed"]).inc();
-            self.store.finish(&id, Outcome::Failed(reason)).await?;
-            return Err(BuildFailed {
-                model: id,
-                reason: reason.into(),
-            }
-            .into());
+        if !self.store.start_build(&id).await? {
+            // Another delivery of this task built the model since it was read.
+            self.builds.with_label_values(&["skipped"]).inc();
+            return Ok(());
         }
+        let metadata = match inspect_stored(&*self.artifacts, &digest).await {
+            Ok(metadata) => metadata,
+            Err(InspectError::Refused(refused)) => {
+                // Counted first: whoever sees the status can rely on the count.
+                let reason = refused.to_string();
+                self.builds.with_label_values(&["failed"]).inc();
+                self.store.finish(&id, Outcome::Failed(&reason)).await?;
+                tracing::warn!(model = %id, %digest, %reason, "model file refused");
+                // Retrying cannot mend the file: straight to the dead-letter topic.
+                return Err(Poison::new(reason).into());
+            }
+            Err(e @ InspectError::Store(_)) => {
+                self.builds.with_label_values(&["failed"]).inc();
+                self.store
+                    .finish(&id, Outcome::Failed(&e.to_string()))
+                    .await?;
+                return Err(e.into());
+            }
+        };
+        // The rest of a build (converting, placing the weights) is simulated.
+        tokio::time::sleep(self.build_time).await;
+        // Two deliveries of one task can build at once (a rebalance hands the partition on
+        // while a build runs): the first to finish records the build, the other is skipped.
         self.builds.with_label_values(&["built"]).inc();
-        self.store.finish(&id, Outcome::Ready).await?;
-        tracing::info!(model = %id, name = %model.name, "model built");
+        if self.store.finish(&id, Outcome::Ready(&metadata)).await? {
+            tracing::info!(model = %id, name = %model.name, %digest,
+                format = ?metadata.format, parameters = metadata.parameters, "model built");
+        } else {
+            tracing::info!(model = %id, "model already built by another delivery of its task");
+        }
         Ok(())
     }
 }

@@ -34,6 +34,13 @@ pub struct Config {
     /// system's temporary directory each run, removed at shutdown, so every walkthrough
     /// starts fresh.
     pub data_dir: Option<PathBuf>,
+    /// Where uploaded model files are stored, by SHA-256 (`MAAS_ARTIFACT_DIR`). Unset:
+    /// `<data_dir>/artifacts`. Replicas must share it (in Kubernetes a `ReadWriteMany`
+    /// volume): the builder that checks a file may run on another replica than the upload.
+    pub artifact_dir: Option<PathBuf>,
+    /// The largest model file an upload may send (`MAAS_MAX_MODEL_BYTES`, default 16 GiB);
+    /// past it the answer is 413 and nothing is kept.
+    pub max_model_bytes: u64,
     /// PostgreSQL for models, quota and sagas, shared by replicas (`MAAS_DATABASE_URL`,
     /// libpq style: `host=db user=maas dbname=maas`); none: SQLite files in `data_dir`.
     pub database_url: Option<String>,
@@ -68,7 +75,8 @@ pub struct Config {
     /// How long the inference breaker stays open (`MAAS_BREAKER_OPEN_SECS`, default 5).
     pub breaker_open: Duration,
     /// How long a request may take until its response starts (`MAAS_REQUEST_TIMEOUT_SECS`,
-    /// default 30); past it the answer is a JSON 504.
+    /// default 30); past it the answer is a JSON 504. A model upload is not limited as a
+    /// whole: it fails (408) only when its body stops arriving for this long.
     pub request_timeout: Duration,
     /// Alert robots: `MAAS_DINGTALK_WEBHOOK` (+ `MAAS_DINGTALK_SECRET`), `MAAS_WECOM_WEBHOOK`.
     pub robots: crate::alerts::Robots,
@@ -84,6 +92,8 @@ impl std::fmt::Debug for Config {
             .field("admin_addr", &self.admin_addr)
             .field("admin_token", &hidden(&self.admin_token))
             .field("data_dir", &self.data_dir)
+            .field("artifact_dir", &self.artifact_dir)
+            .field("max_model_bytes", &self.max_model_bytes)
             .field("database_url", &hidden(&self.database_url))
             .field("instance", &self.instance)
             .field("kafka_brokers", &self.kafka_brokers)
@@ -110,6 +120,8 @@ impl Default for Config {
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
             admin_token: None,
             data_dir: None,
+            artifact_dir: None,
+            max_model_bytes: 16 << 30,
             database_url: None,
             instance: "maas-platform".to_owned(),
             kafka_brokers: None,
@@ -162,6 +174,12 @@ impl Config {
         }
         if let Some(v) = lookup("MAAS_DATA_DIR") {
             c.data_dir = Some(PathBuf::from(v));
+        }
+        if let Some(v) = lookup("MAAS_ARTIFACT_DIR") {
+            c.artifact_dir = Some(PathBuf::from(v));
+        }
+        if let Some(v) = lookup("MAAS_MAX_MODEL_BYTES") {
+            c.max_model_bytes = positive("MAAS_MAX_MODEL_BYTES", &v)?;
         }
         c.database_url = lookup("MAAS_DATABASE_URL");
         if let Some(v) = lookup("MAAS_INSTANCE").or_else(|| lookup("HOSTNAME")) {
@@ -342,6 +360,7 @@ mod tests {
             ("MAAS_ADDR", "nowhere"),
             ("MAAS_ADMIN_ADDR", "8081"),
             ("MAAS_BUILDERS", "0"),
+            ("MAAS_MAX_MODEL_BYTES", "0"),
             ("MAAS_RATE_PER_MINUTE", "-3"),
             ("MAAS_KAFKA_BROKERS", "kafka"),
             ("MAAS_BUILD_TOPIC", "build tasks"),

@@ -3,7 +3,9 @@
 //! panic itself is logged as one JSON error event with its backtrace and trace id by the
 //! hook `maas-telemetry` installs).
 //!
-//! The limit runs until the response's head is ready: a streamed body is not cut by it.
+//! The limit runs until the response's head is ready: a streamed body is not cut by it. A
+//! model upload (`POST /v1/models`) is exempt — a large file takes as long as it takes — and
+//! limits instead each pause in its body to the same time (408).
 
 use std::time::Duration;
 
@@ -23,6 +25,9 @@ pub(crate) fn harden(router: Router, limit: Duration) -> Router {
 }
 
 async fn time_limit(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    if req.method() == axum::http::Method::POST && req.uri().path() == crate::api::UPLOAD_PATH {
+        return next.run(req).await;
+    }
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
         Err(_) => {

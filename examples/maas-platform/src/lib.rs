@@ -3,12 +3,15 @@
 //! * Tenants call `/v1` with an **API key** (`Authorization: Bearer maas_…`), which decides
 //!   the tenant; operators call `/admin/*` on a separate admin listener with the admin
 //!   token: keys (created, listed, revoked), quotas, the backend switch, the alert relay.
-//! * `POST /v1/models` registers a model and charges the tenant's quota in one **saga**
-//!   (`maas-saga`, SQLite store): both happen, or — when the quota is spent — the
-//!   registration is compensated and the answer is `402`. The build is then queued on
-//!   `model-build-tasks`, keyed by model id (`maas-queue`).
-//! * The `model-builders` **consumer group** builds models; failing builds are retried, then
-//!   dead-lettered to `model-build-tasks.dlq` with the reason.
+//! * `POST /v1/models?name=…` streams a model file (safetensors or GGUF) into the
+//!   content-addressed [`artifacts`] store, then registers the model and charges the
+//!   tenant's quota in one **saga** (`maas-saga`): both happen, or — when the quota is
+//!   spent — the registration is compensated and the answer is `402`. The build task goes
+//!   through a transactional outbox onto `model-build-tasks`, keyed by model id
+//!   (`maas-queue`).
+//! * The `model-builders` **consumer group** builds models: it reads the file's header and
+//!   records its format, tensors, parameters and dtypes; a refused file or a failing build
+//!   is dead-lettered to `model-build-tasks.dlq` with the reason, and refunded.
 //! * `/v1` is **rate limited** per API key (`maas-ratelimit`, `429` with `Retry-After`).
 //! * Inference goes through a **circuit breaker** with **degradation** (`maas-breaker`): when
 //!   the model backend fails, a fallback model answers and says so.
@@ -25,6 +28,7 @@
 mod admin;
 pub mod alerts;
 mod api;
+pub mod artifacts;
 mod auth;
 mod builders;
 mod config;
@@ -50,7 +54,7 @@ use tokio::task::JoinHandle;
 
 pub use builders::{GROUP, PARTITIONS, TOPIC};
 pub use config::{Config, ConfigError};
-pub use store::Model;
+pub use store::{Artifact, Model};
 
 /// Why the platform could not start.
 #[derive(Debug, thiserror::Error)]
@@ -233,8 +237,20 @@ impl Platform {
             .await
             .map_err(queue_err)?;
         let (relay, wake) = outbox::start(&config, &data_dir, &store, &producer, &outbox_metrics);
+        let artifact_dir = config
+            .artifact_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("artifacts"));
+        let artifacts: Arc<dyn artifacts::ArtifactStore> =
+            Arc::new(artifacts::DirStore::open(&artifact_dir).map_err(|source| {
+                PlatformError::Io {
+                    what: format!("opening the artifact store {}", artifact_dir.display()),
+                    source,
+                }
+            })?);
         let builder = builders::Builder {
             store: store.clone(),
+            artifacts: artifacts.clone(),
             build_time: config.build_time,
             topic: config.build_topic.clone(),
             builds,
@@ -307,6 +323,9 @@ impl Platform {
             outbox: wake,
             refusals,
             inference,
+            artifacts,
+            max_model_bytes: config.max_model_bytes,
+            upload_idle: config.request_timeout,
             build_cost: config.build_cost,
             tenant_quota: config.tenant_quota,
             topic: config.build_topic.clone(),
@@ -372,6 +391,7 @@ impl Platform {
         tracing::info!(%addr, %admin_addr, instance = %config.instance,
             database = if config.database_url.is_some() { "postgres" } else { "sqlite" },
             data_dir = %data_dir.display(),
+            artifact_dir = %artifact_dir.display(),
             broker = if cluster.memory().is_some() { "in-memory" } else { "kafka" },
             request_limit = if redis_limiter.is_some() { "redis" } else { "local" },
             builders = config.builders, "maas-platform listening");

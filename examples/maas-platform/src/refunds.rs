@@ -15,11 +15,13 @@ use tower::service_fn;
 
 use crate::store::Store;
 
-/// What a build task names: its model, tenant and cost.
+/// What a build task names: its model, tenant, cost and model file.
 pub(crate) struct Task {
     pub(crate) model: String,
     pub(crate) tenant: String,
     pub(crate) cost: i64,
+    /// The file's `sha256:` digest (absent in tasks queued before uploads carried files).
+    pub(crate) digest: Option<String>,
 }
 
 /// Reads a build task; a poison error when it is not one.
@@ -36,6 +38,7 @@ pub(crate) fn task(m: &Message) -> Result<Task, Poison> {
         model,
         tenant: v["tenant"].as_str().unwrap_or_default().to_owned(),
         cost: v["cost"].as_i64().unwrap_or(0),
+        digest: v["digest"].as_str().map(str::to_owned),
     })
 }
 

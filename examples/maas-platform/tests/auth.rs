@@ -134,12 +134,12 @@ async fn keys_tokens_and_tenants_are_enforced_and_never_logged() {
     // A live key acts for its tenant, and only its tenant.
     let (status, _, own) = call(&http, Method::GET, &quota, Some(&acme), None).await;
     assert_eq!(status, 200, "{own}");
-    let (status, _, upload) = call(
+    let (status, upload) = support::upload(
         &http,
-        Method::POST,
-        &format!("{api}/v1/models"),
+        &api,
         Some(&acme),
-        Some(json!({ "name": "acme-model" })),
+        "acme-model",
+        support::model_file("a"),
     )
     .await;
     assert_eq!(status, 202, "{upload}");
@@ -240,11 +240,11 @@ async fn keys_tokens_and_tenants_are_enforced_and_never_logged() {
         (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
     );
     assert!(headers.contains_key("allow"), "{headers:?}");
-    let big = json!({ "name": "x".repeat(3 << 20) });
+    let big = json!({ "prompt": "x".repeat(3 << 20) });
     let (status, _, body) = call(
         &http,
         Method::POST,
-        &format!("{api}/v1/models"),
+        &format!("{model}/infer"),
         Some(&acme),
         Some(big),
     )

@@ -15,8 +15,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
 mod support;
 use tokio_postgres::NoTls;
 
@@ -74,6 +72,14 @@ impl Platform {
             ("MAAS_BUILD_COST", COST.to_string()),
             ("MAAS_BUILD_MILLIS", "20".to_owned()),
             ("MAAS_BUILDERS", "2".to_owned()),
+            // One artifact store for every run of the binary, as a volume would be.
+            (
+                "MAAS_ARTIFACT_DIR",
+                std::env::temp_dir()
+                    .join(format!("maas-platform-crash-{run}-artifacts"))
+                    .display()
+                    .to_string(),
+            ),
         ];
         Platform {
             env,
@@ -177,11 +183,11 @@ async fn client(
     while !(done.load(Ordering::Relaxed) && reached.load(Ordering::Relaxed) >= MIN_UPLOADS) {
         let i = next.fetch_add(1, Ordering::Relaxed);
         let (tenant, key) = &tenants[i % TENANTS];
-        // One upload in seven is a model whose build always fails.
-        let name = if i % 7 == 3 {
-            format!("broken-{i}")
+        // One upload in seven is a model file the builder refuses.
+        let (name, file) = if i % 7 == 3 {
+            (format!("broken-{i}"), support::broken_file(&i.to_string()))
         } else {
-            format!("model-{i}")
+            (format!("model-{i}"), support::model_file(&i.to_string()))
         };
         let hang_up = fastrand::u8(..4) == 0;
         let timeout = if hang_up {
@@ -192,8 +198,9 @@ async fn client(
         loop {
             let answer = http
                 .post(format!("{base}/v1/models"))
+                .query(&[("name", &name)])
                 .bearer_auth(key)
-                .json(&json!({ "name": name }))
+                .body(file.clone())
                 .timeout(timeout)
                 .send()
                 .await;
@@ -421,7 +428,9 @@ async fn uploads_survive_sigkills() {
             "failed" => {
                 assert!(broken, "{id} ({}) failed: {:?}", m.name, m.reason);
                 assert!(
-                    m.reason.as_deref().is_some_and(|r| r.contains("weights")),
+                    m.reason
+                        .as_deref()
+                        .is_some_and(|r| r.starts_with("truncated:")),
                     "{id} failed without its reason: {:?}",
                     m.reason
                 );
@@ -480,6 +489,9 @@ async fn uploads_survive_sigkills() {
         unknown.len(),
     );
     let _ = std::fs::remove_file(&platform.log);
+    if let Some((_, dir)) = platform.env.iter().find(|(k, _)| *k == "MAAS_ARTIFACT_DIR") {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 /// How many build tasks per model are on `topic` (every partition, from the start).

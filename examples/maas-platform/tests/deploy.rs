@@ -187,14 +187,11 @@ async fn dashboard_and_alerts_query_metrics_the_platform_exports() {
     // Traffic that makes every family appear: a build, a failing build (dead letter), an
     // inference (breaker), and enough requests to be rate limited.
     let mut ids = Vec::new();
-    for name in ["dash-model", "broken-dash"] {
-        let (_, r) = support::post_json(
-            &http,
-            &format!("{base}/v1/models"),
-            Some(&key),
-            &json!({ "name": name }),
-        )
-        .await;
+    for (name, file) in [
+        ("dash-model", support::model_file("dash")),
+        ("broken-dash", support::broken_file("dash")),
+    ] {
+        let (_, r) = support::upload(&http, &base, Some(&key), name, file).await;
         ids.push(r["id"].as_str().unwrap().to_owned());
     }
     let mut status = String::new();

@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use maas_platform::{Config, Platform};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builds_cross_a_real_broker() {
@@ -34,16 +34,12 @@ async fn builds_cross_a_real_broker() {
     let key =
         support::create_key(&http, &format!("http://{}", platform.admin_addr()), "kafka").await;
     let mut ids = Vec::new();
-    for name in ["kafka-model", "broken-on-kafka"] {
-        let r = http
-            .post(format!("{base}/v1/models"))
-            .bearer_auth(&key)
-            .json(&json!({ "name": name }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        let body: Value = r.json().await.unwrap();
+    for (name, file) in [
+        ("kafka-model", support::model_file("kafka")),
+        ("broken-on-kafka", support::broken_file("kafka")),
+    ] {
+        let (code, body) = support::upload(&http, &base, Some(&key), name, file).await;
+        assert_eq!(code, 202, "{body}");
         ids.push(body["id"].as_str().unwrap().to_owned());
     }
     // Joining a fresh group and the first fetches take a few seconds on tansu.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use maas_platform::{Config, Platform};
 use serde_json::{Value, json};
+use sha2::Digest as _;
 
 fn config(rate_per_minute: u32) -> Config {
     Config {
@@ -56,6 +57,11 @@ impl Api {
             .await
             .unwrap();
         (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    async fn upload(&self, tenant: &str, name: &str, file: Vec<u8>) -> (u16, Value) {
+        let key = self.key(tenant).await;
+        support::upload(&self.http, &self.base, Some(&key), name, file).await
     }
 
     async fn get(&self, path: &str, tenant: &str) -> (u16, Value) {
@@ -109,27 +115,44 @@ async fn upload_build_quota_dlq_degradation_and_metrics() {
     let (platform, api, dir) = start(10_000).await;
 
     // Two uploads fit acme's 25 credits (10 each); both are built by the group.
-    let (code, first) = api
-        .post("/v1/models", "acme", json!({ "name": "llama-3-8b" }))
-        .await;
+    let file = support::model_file("llama");
+    let (code, first) = api.upload("acme", "llama-3-8b", file.clone()).await;
     assert_eq!(code, 202, "{first}");
     assert_eq!(first["status"], "queued");
+    let digest = format!("sha256:{:x}", sha2::Sha256::digest(&file));
+    assert_eq!(
+        first["artifact"],
+        json!({ "digest": digest, "size": file.len() })
+    );
     let id = first["id"].as_str().unwrap().to_owned();
     assert_eq!(api.settled(&id, "acme").await, "ready");
     let (_, built) = api.get(&format!("/v1/models/{id}"), "acme").await;
     assert_eq!(built["builds"], 1, "{built}");
     assert!(built.get("reason").is_none(), "{built}");
+    // The builder read the file: two tensors, 32 + 8 parameters.
+    assert_eq!(
+        built["metadata"],
+        json!({ "format": "safetensors", "tensors": 2, "parameters": 40,
+                "dtypes": ["BF16", "F32"] }),
+        "{built}"
+    );
+    assert_eq!(built["artifact"]["digest"], digest.as_str());
 
-    // A build that fails: retried, then dead-lettered; the model ends `failed`.
+    // A file cut short: refused with its reason, dead-lettered; the model ends `failed`.
     let (code, broken) = api
-        .post("/v1/models", "acme", json!({ "name": "broken-weights" }))
+        .upload("acme", "broken-weights", support::broken_file("b"))
         .await;
     assert_eq!(code, 202, "{broken}");
     let broken_id = broken["id"].as_str().unwrap();
     assert_eq!(api.settled(broken_id, "acme").await, "failed");
     let (_, failed) = api.get(&format!("/v1/models/{broken_id}"), "acme").await;
-    assert_eq!(failed["reason"], "the weights do not load", "{failed}");
+    assert_eq!(
+        failed["reason"],
+        "truncated: the tensors need 144 bytes after the header; the file has 134",
+        "{failed}"
+    );
     assert_eq!(failed["builds"], 0, "{failed}");
+    assert!(failed.get("metadata").is_none(), "{failed}");
     // Dead-lettered, it is refunded: acme has 15 of its 25 credits again, not 5.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -140,24 +163,36 @@ async fn upload_build_quota_dlq_degradation_and_metrics() {
         assert!(Instant::now() < deadline, "not refunded: {quota}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (code, third) = api
-        .post("/v1/models", "acme", json!({ "name": "phi-3" }))
-        .await;
+    // A GGUF file: its quantized tensors and architecture are read too.
+    let gguf = maas_platform::artifacts::samples::gguf(
+        "phi3",
+        &[
+            ("token_embd.weight", 12, &[256, 2]),
+            ("output.weight", 0, &[64]),
+        ],
+    );
+    let (code, third) = api.upload("acme", "phi-3", gguf).await;
     assert_eq!(code, 202, "{third}");
+    let phi = third["id"].as_str().unwrap();
+    assert_eq!(api.settled(phi, "acme").await, "ready");
+    let (_, phi) = api.get(&format!("/v1/models/{phi}"), "acme").await;
+    assert_eq!(
+        phi["metadata"],
+        json!({ "format": "gguf", "tensors": 2, "parameters": 576,
+                "dtypes": ["F32", "Q4_K"], "architecture": "phi3" }),
+        "{phi}"
+    );
 
-    // The next would overdraw: the saga compensates, nothing is registered or charged.
+    // The next would overdraw: refused before the file is read; nothing charged.
     let (code, refused) = api
-        .post("/v1/models", "acme", json!({ "name": "mistral-7b" }))
+        .upload("acme", "mistral-7b", support::model_file("m"))
         .await;
     assert_eq!(code, 402, "{refused}");
     assert_eq!(refused["error"], "quota_exhausted");
-    assert_eq!(refused["saga_status"], "compensated");
     let (_, quota) = api.get("/v1/tenants/acme/quota", "acme").await;
     assert_eq!(quota["remaining"], 5);
     // Another tenant has its own quota.
-    let (code, qwen) = api
-        .post("/v1/models", "globex", json!({ "name": "qwen" }))
-        .await;
+    let (code, qwen) = api.upload("globex", "qwen", support::model_file("q")).await;
     assert_eq!(code, 202);
     assert_eq!(
         api.settled(qwen["id"].as_str().unwrap(), "globex").await,
@@ -165,12 +200,27 @@ async fn upload_build_quota_dlq_degradation_and_metrics() {
     );
 
     // Bad input: JSON errors with the right status.
-    let (code, err) = api.post("/v1/models", "acme", json!({ "nam": 1 })).await;
-    assert_eq!((code, err["error"].as_str()), (400, Some("bad_request")));
-    let (code, err) = api
-        .post("/v1/models", "acme", json!({ "name": "../../etc/passwd" }))
-        .await;
-    assert_eq!((code, err["error"].as_str()), (400, Some("bad_request")));
+    let key = api.key("globex").await;
+    let no_name = api
+        .http
+        .post(format!("{}/v1/models", api.base))
+        .bearer_auth(&key)
+        .body(support::model_file("n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_name.status(), 400);
+    for (name, file) in [
+        ("../../etc/passwd", support::model_file("p")),
+        ("empty", Vec::new()),
+    ] {
+        let (code, err) = api.upload("globex", name, file).await;
+        assert_eq!(
+            (code, err["error"].as_str()),
+            (400, Some("bad_request")),
+            "{err}"
+        );
+    }
     let (code, err) = api.get("/v1/models/m-0000000000000000", "acme").await;
     assert_eq!((code, err["error"].as_str()), (404, Some("not_found")));
 
@@ -204,7 +254,6 @@ async fn upload_build_quota_dlq_degradation_and_metrics() {
         r#"http_requests_total{method="POST",path="/v1/models",status="402"} 1"#,
         r#"http_requests_total{method="POST",path="/v1/models",status="202"} 4"#,
         r#"maas_platform_refunds_total{outcome="refunded"} 1"#,
-        r#"maas_saga_finished_total{status="compensated"} 1"#,
         r#"maas_breaker_state{breaker="inference"} 1"#,
         "maas_ratelimit_allowed_total",
         "maas_queue_",
@@ -228,7 +277,7 @@ async fn upload_build_quota_dlq_degradation_and_metrics() {
 async fn a_participant_that_cannot_answer_is_503_not_402() {
     let (platform, api, dir) = start(10_000).await;
     let (code, _) = api
-        .post("/v1/models", "initech", json!({ "name": "first" }))
+        .upload("initech", "first", support::model_file("1"))
         .await;
     assert_eq!(code, 202);
     let db = rusqlite::Connection::open(dir.join("app.db")).unwrap();
@@ -238,7 +287,7 @@ async fn a_participant_that_cannot_answer_is_503_not_402() {
     )
     .unwrap();
     let (code, err) = api
-        .post("/v1/models", "initech", json!({ "name": "second" }))
+        .upload("initech", "second", support::model_file("2"))
         .await;
     assert_eq!(code, 503, "{err}");
     assert_eq!(err["error"], "unavailable", "{err}");
@@ -247,11 +296,11 @@ async fn a_participant_that_cannot_answer_is_503_not_402() {
     let (_, quota) = api.get("/v1/tenants/initech/quota", "initech").await;
     assert_eq!(quota["remaining"], 15, "{quota}");
     let (code, _) = api
-        .post("/v1/models", "initech", json!({ "name": "third" }))
+        .upload("initech", "third", support::model_file("3"))
         .await;
     assert_eq!(code, 202);
     let (code, err) = api
-        .post("/v1/models", "initech", json!({ "name": "fourth" }))
+        .upload("initech", "fourth", support::model_file("4"))
         .await;
     assert_eq!(
         (code, err["error"].as_str()),
@@ -296,5 +345,180 @@ async fn v1_is_rate_limited_per_api_key() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+    stop(platform, dir).await;
+}
+
+/// An upload over raw HTTP/1.1, so that the test decides when each byte goes out.
+struct RawUpload(tokio::net::TcpStream);
+
+impl RawUpload {
+    /// Sends the request head: a `Content-Length` of `length`, or chunked without one.
+    async fn start(api: &Api, tenant: &str, name: &str, length: Option<usize>) -> RawUpload {
+        use tokio::io::AsyncWriteExt;
+        let key = api.key(tenant).await;
+        let host = api.base.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+        let framing = match length {
+            Some(n) => format!("content-length: {n}"),
+            None => "transfer-encoding: chunked".to_owned(),
+        };
+        let head = format!(
+            "POST /v1/models?name={name} HTTP/1.1\r\nhost: {host}\r\n\
+             authorization: Bearer {key}\r\n{framing}\r\nconnection: close\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        RawUpload(stream)
+    }
+
+    /// Sends `bytes` as they are (with a content length) or as one chunk.
+    async fn send(&mut self, bytes: &[u8], chunked: bool) {
+        use tokio::io::AsyncWriteExt;
+        if chunked {
+            let _ = self
+                .0
+                .write_all(format!("{:x}\r\n", bytes.len()).as_bytes())
+                .await;
+            let _ = self.0.write_all(bytes).await;
+            let _ = self.0.write_all(b"\r\n").await;
+        } else {
+            let _ = self.0.write_all(bytes).await;
+        }
+    }
+
+    /// Reads the answer: its status and JSON body.
+    async fn answer(mut self) -> (u16, Value) {
+        use tokio::io::AsyncReadExt;
+        let mut text = Vec::new();
+        let _ = self.0.read_to_end(&mut text).await;
+        let text = String::from_utf8_lossy(&text);
+        let status = text[9..12].parse().unwrap();
+        let body = text.split_once("\r\n\r\n").unwrap().1;
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+}
+
+/// The files under `dir` (recursively), by name.
+fn files(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(files(&e.path()));
+        } else {
+            out.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
+/// Waits until `dir` holds `n` files.
+async fn until_files(dir: &std::path::Path, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while files(dir).len() != n {
+        assert!(
+            Instant::now() < deadline,
+            "{:?} in {}",
+            files(dir),
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Uploads past the maximum (declared or not), abandoned half-way, stalled, or compensated
+/// by the saga keep no file; the one registered model keeps exactly its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_refused_abandoned_or_rolled_back_leave_nothing_behind() {
+    let config = Config {
+        max_model_bytes: 4096,
+        request_timeout: Duration::from_millis(700),
+        ..config(10_000)
+    };
+    let dir = config.data_dir.clone().unwrap();
+    let platform = Platform::start(config, prometheus::Registry::new())
+        .await
+        .unwrap();
+    let api = Api {
+        base: format!("http://{}", platform.addr()),
+        admin: format!("http://{}", platform.admin_addr()),
+        http: reqwest::Client::new(),
+        keys: Mutex::default(),
+    };
+    let artifacts = dir.join("artifacts");
+    let big = vec![7u8; 4097];
+
+    // Declared too large: 413 before a byte of the body is read.
+    let (code, err) = RawUpload::start(&api, "acme", "big", Some(1 << 40))
+        .await
+        .answer()
+        .await;
+    assert_eq!(
+        (code, err["error"].as_str()),
+        (413, Some("too_large")),
+        "{err}"
+    );
+    // Sent too large without a declared length: 413 once the body passes the maximum.
+    let mut chunked = RawUpload::start(&api, "acme", "big", None).await;
+    chunked.send(&big, true).await;
+    let (code, err) = chunked.answer().await;
+    assert_eq!(
+        (code, err["error"].as_str()),
+        (413, Some("too_large")),
+        "{err}"
+    );
+    let (code, _) = api.upload("acme", "big", big.clone()).await;
+    assert_eq!(code, 413);
+    // Stalled past the request timeout between chunks: 408.
+    let mut stalled = RawUpload::start(&api, "acme", "slow", Some(100)).await;
+    stalled.send(&[1; 10], false).await;
+    let (code, err) = stalled.answer().await;
+    assert_eq!(
+        (code, err["error"].as_str()),
+        (408, Some("request_timeout")),
+        "{err}"
+    );
+    // Abandoned half-way: the partial file goes with the connection.
+    let mut abandoned = RawUpload::start(&api, "acme", "gone", Some(100)).await;
+    abandoned.send(&[1; 10], false).await;
+    until_files(&artifacts, 1).await;
+    drop(abandoned);
+    until_files(&artifacts, 0).await;
+
+    // Rolled back: acme can pay for one more build (25 credits, 10 each, 10 left after
+    // one), two uploads pass the early quota check, and the saga refuses the later one.
+    let (code, _) = api.upload("acme", "one", support::model_file("1")).await;
+    assert_eq!(code, 202);
+    let r = api
+        .http
+        .put(format!("{}/admin/tenants/acme/quota", api.admin))
+        .bearer_auth(support::ADMIN_TOKEN)
+        .json(&json!({ "credits": 10 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let late = support::model_file("late");
+    let mut slow = RawUpload::start(&api, "acme", "late", Some(late.len())).await;
+    slow.send(&late[..20], false).await;
+    until_files(&artifacts, 2).await; // one's file, and late's partial file
+    let (code, two) = api.upload("acme", "two", support::model_file("2")).await;
+    assert_eq!(code, 202, "{two}");
+    slow.send(&late[20..], false).await;
+    let (code, refused) = slow.answer().await;
+    assert_eq!(code, 402, "{refused}");
+    assert_eq!(refused["saga_status"], "compensated", "{refused}");
+    // Left: the files of the two registered models, nothing else.
+    let mut left = files(&artifacts);
+    left.sort();
+    let mut want: Vec<String> = ["1", "2"]
+        .iter()
+        .map(|s| format!("{:x}", sha2::Sha256::digest(support::model_file(s))))
+        .collect();
+    want.sort();
+    assert_eq!(left, want);
+    let text = support::get_text(&api.http, &format!("{}/metrics", api.base)).await;
+    assert!(
+        text.contains(r#"maas_saga_finished_total{status="compensated"} 1"#),
+        "{text}"
+    );
     stop(platform, dir).await;
 }

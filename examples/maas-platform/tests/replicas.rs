@@ -1,6 +1,6 @@
 //! Two platform instances sharing PostgreSQL (127.0.0.1:5432, database `test`) behave as
 //! replicas behind one Service: a model uploaded through one is seen, built, through the
-//! other, a tenant's quota is one quota whichever instance charges it, and an API key made
+//! other (their model files on one shared volume), a tenant's quota is one quota whichever instance charges it, and an API key made
 //! through one replica's admin API works on the other.
 
 mod support;
@@ -8,7 +8,6 @@ mod support;
 use std::time::{Duration, Instant};
 
 use maas_platform::{Config, Platform};
-use serde_json::json;
 
 const DATABASE: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
 
@@ -21,7 +20,8 @@ async fn require_postgres() {
     }
 }
 
-async fn replica(name: &str) -> Platform {
+/// A replica on the shared database, keeping model files in the shared `artifacts`.
+async fn replica(name: &str, artifacts: &std::path::Path) -> Platform {
     Platform::start(
         Config {
             database_url: Some(DATABASE.to_owned()),
@@ -30,6 +30,7 @@ async fn replica(name: &str) -> Platform {
             build_cost: 10,
             build_time: Duration::from_millis(10),
             builders: 1,
+            artifact_dir: Some(artifacts.to_owned()),
             ..support::config(name)
         },
         prometheus::Registry::new(),
@@ -41,7 +42,11 @@ async fn replica(name: &str) -> Platform {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_models_and_quota() {
     require_postgres().await;
-    let (a, b) = (replica("replica-a").await, replica("replica-b").await);
+    let artifacts = std::env::temp_dir().join(format!("maas-replicas-{}", support::random()));
+    let (a, b) = (
+        replica("replica-a", &artifacts).await,
+        replica("replica-b", &artifacts).await,
+    );
     let (a_url, b_url) = (
         format!("http://{}", a.addr()),
         format!("http://{}", b.addr()),
@@ -52,8 +57,14 @@ async fn replicas_share_models_and_quota() {
     let upload = |base: String| {
         let (http, key) = (http.clone(), key.clone());
         async move {
-            let body = json!({ "name": "shared-model" });
-            support::post_json(&http, &format!("{base}/v1/models"), Some(&key), &body).await
+            support::upload(
+                &http,
+                &base,
+                Some(&key),
+                "shared-model",
+                support::model_file("r"),
+            )
+            .await
         }
     };
     let (code, model) = upload(a_url.clone()).await;
@@ -77,4 +88,5 @@ async fn replicas_share_models_and_quota() {
     assert_eq!(q["remaining"], 5);
     a.shutdown().await;
     b.shutdown().await;
+    let _ = std::fs::remove_dir_all(artifacts);
 }

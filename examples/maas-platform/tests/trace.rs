@@ -44,11 +44,12 @@ async fn the_build_logs_in_the_trace_of_the_upload() {
         "traced",
     )
     .await;
-    let (_, r) = support::post_json(
+    let (_, r) = support::upload(
         &http,
-        &format!("http://{}/v1/models", platform.addr()),
+        &format!("http://{}", platform.addr()),
         Some(&key),
-        &serde_json::json!({ "name": "traced-model" }),
+        "traced-model",
+        support::model_file("traced"),
     )
     .await;
     let id = r["id"].as_str().unwrap().to_owned();

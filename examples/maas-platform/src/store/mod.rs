@@ -11,6 +11,8 @@ mod sqlite;
 
 use serde::Serialize;
 
+use crate::artifacts::ModelMetadata;
+
 pub use keys::{KeyInfo, StoredKey};
 pub use postgres::PgApp;
 pub use sqlite::SqliteApp;
@@ -27,6 +29,7 @@ pub(crate) fn build_task(payload: &serde_json::Value) -> maas_queue::Record {
         "model": model,
         "tenant": payload["tenant"],
         "cost": payload["cost"],
+        "digest": payload["digest"],
     });
     let mut task = maas_queue::Record::new(topic, task.to_string()).key(model.to_owned());
     if let Some(tp) = payload["traceparent"].as_str() {
@@ -53,13 +56,33 @@ pub struct Model {
     /// How many builds of this model completed: 1 once `ready`. Deliveries of a build task
     /// may repeat; a number above 1 here would mean a build did too.
     pub builds: i64,
+    /// The uploaded model file.
+    pub artifact: Artifact,
+    /// What the builder read in the file's header (once `ready`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<ModelMetadata>,
+}
+
+/// A model's file in the artifact store.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Artifact {
+    /// `sha256:` and 64 hex digits.
+    pub digest: String,
+    /// Its size in bytes.
+    pub size: i64,
+}
+
+/// Reads the `metadata` column (JSON written by [`Store::finish`]).
+pub(crate) fn metadata_of(column: Option<String>) -> Option<ModelMetadata> {
+    column.and_then(|m| serde_json::from_str(&m).ok())
 }
 
 /// How a build ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome<'a> {
-    /// Built: the model is `ready` and its completed builds count one more.
-    Ready,
+    /// Built: the model is `ready` with what its file holds, and its completed builds count
+    /// one more.
+    Ready(&'a ModelMetadata),
     /// Failed for this reason: the model is `failed` with it.
     Failed(&'a str),
 }
@@ -93,15 +116,18 @@ impl Store {
         })
     }
 
-    /// Sets a model's status; `false` when there is no such model.
-    pub async fn set_status(&self, id: &str, status: &str) -> Result<bool, StoreError> {
+    /// Marks a model `building`; `false` when there is no such model or it is already
+    /// `ready` (another delivery of its task built it).
+    pub async fn start_build(&self, id: &str) -> Result<bool, StoreError> {
         Ok(match self {
-            Store::Sqlite(s) => s.set_status(id, status)?,
-            Store::Postgres(p) => p.set_status(id, status).await?,
+            Store::Sqlite(s) => s.start_build(id)?,
+            Store::Postgres(p) => p.start_build(id).await?,
         })
     }
 
-    /// Records how a build of `id` ended; `false` when there is no such model.
+    /// Records how a build of `id` ended; `false` when there is no such model or it is
+    /// already `ready`. Delivery is at least once and two deliveries of one task can build
+    /// at the same time: only the first to finish counts in `builds`.
     pub async fn finish(&self, id: &str, outcome: Outcome<'_>) -> Result<bool, StoreError> {
         Ok(match self {
             Store::Sqlite(s) => s.finish(id, outcome)?,

@@ -10,7 +10,7 @@ use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 use tower::service_fn;
 
-use super::{Model, Outcome};
+use super::{Artifact, Model, Outcome};
 
 /// The application database in PostgreSQL (one connection; transactions take turns).
 #[derive(Clone)]
@@ -48,7 +48,10 @@ impl PgApp {
                      recharged BOOLEAN NOT NULL DEFAULT false);
                  ALTER TABLE maas_platform_models
                      ADD COLUMN IF NOT EXISTS reason TEXT,
-                     ADD COLUMN IF NOT EXISTS builds BIGINT NOT NULL DEFAULT 0;",
+                     ADD COLUMN IF NOT EXISTS builds BIGINT NOT NULL DEFAULT 0,
+                     ADD COLUMN IF NOT EXISTS digest TEXT NOT NULL DEFAULT '',
+                     ADD COLUMN IF NOT EXISTS size BIGINT NOT NULL DEFAULT 0,
+                     ADD COLUMN IF NOT EXISTS metadata TEXT;",
             )
             .await?;
         client.batch_execute(super::keys::PG_SCHEMA).await?;
@@ -73,8 +76,8 @@ impl PgApp {
             .lock()
             .await
             .query_opt(
-                "SELECT id, name, tenant, status, reason, builds FROM maas_platform_models
-                 WHERE id = $1",
+                "SELECT id, name, tenant, status, reason, builds, digest, size, metadata
+                 FROM maas_platform_models WHERE id = $1",
                 &[&id],
             )
             .await?;
@@ -85,21 +88,23 @@ impl PgApp {
             status: r.get(3),
             reason: r.get(4),
             builds: r.get(5),
+            artifact: Artifact {
+                digest: r.get(6),
+                size: r.get(7),
+            },
+            metadata: super::metadata_of(r.get(8)),
         }))
     }
 
-    pub(super) async fn set_status(
-        &self,
-        id: &str,
-        status: &str,
-    ) -> Result<bool, tokio_postgres::Error> {
+    pub(super) async fn start_build(&self, id: &str) -> Result<bool, tokio_postgres::Error> {
         let n = self
             .client
             .lock()
             .await
             .execute(
-                "UPDATE maas_platform_models SET status = $2 WHERE id = $1",
-                &[&id, &status],
+                "UPDATE maas_platform_models SET status = 'building'
+                 WHERE id = $1 AND status <> 'ready'",
+                &[&id],
             )
             .await?;
         Ok(n == 1)
@@ -113,12 +118,14 @@ impl PgApp {
     ) -> Result<bool, tokio_postgres::Error> {
         let client = self.client.lock().await;
         let n = match outcome {
-            Outcome::Ready => {
+            Outcome::Ready(metadata) => {
+                let metadata = serde_json::to_string(metadata).unwrap_or_default();
                 client
                     .execute(
                         "UPDATE maas_platform_models
-                         SET status = 'ready', reason = NULL, builds = builds + 1 WHERE id = $1",
-                        &[&id],
+                         SET status = 'ready', reason = NULL, builds = builds + 1, metadata = $2
+                         WHERE id = $1 AND status <> 'ready'",
+                        &[&id, &metadata],
                     )
                     .await?
             }
@@ -126,7 +133,7 @@ impl PgApp {
                 client
                     .execute(
                         "UPDATE maas_platform_models SET status = 'failed', reason = $2
-                         WHERE id = $1",
+                         WHERE id = $1 AND status <> 'ready'",
                         &[&id, &reason],
                     )
                     .await?
@@ -268,10 +275,17 @@ async fn apply(
     match (change, &call.op) {
         (Change::Models, Operation::Action) => {
             // The model and its build task, in one transaction.
+            let size = call.payload["size"].as_i64().unwrap_or(0);
             tx.execute(
-                "INSERT INTO maas_platform_models (id, name, tenant, status)
-                 VALUES ($1, $2, $3, 'queued')",
-                &[&field("model"), &field("name"), &field("tenant")],
+                "INSERT INTO maas_platform_models (id, name, tenant, status, digest, size)
+                 VALUES ($1, $2, $3, 'queued', $4, $5)",
+                &[
+                    &field("model"),
+                    &field("name"),
+                    &field("tenant"),
+                    &field("digest"),
+                    &size,
+                ],
             )
             .await?;
             maas_queue::outbox::pg::enqueue(tx, super::OUTBOX, &super::build_task(&call.payload))

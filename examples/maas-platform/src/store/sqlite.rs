@@ -9,7 +9,7 @@ use maas_saga::{BranchCall, Operation, Reply, participant};
 use rusqlite::{Connection, OptionalExtension, params};
 use tower::service_fn;
 
-use super::{Model, Outcome};
+use super::{Artifact, Model, Outcome};
 
 /// The application database in SQLite.
 #[derive(Debug, Clone)]
@@ -35,6 +35,9 @@ impl SqliteApp {
         conn.execute_batch(super::keys::SQLITE_SCHEMA)?;
         add_column(&conn, "models", "reason", "TEXT")?;
         add_column(&conn, "models", "builds", "INTEGER NOT NULL DEFAULT 0")?;
+        add_column(&conn, "models", "digest", "TEXT NOT NULL DEFAULT ''")?;
+        add_column(&conn, "models", "size", "INTEGER NOT NULL DEFAULT 0")?;
+        add_column(&conn, "models", "metadata", "TEXT")?;
         barrier::migrate(&conn)?;
         maas_queue::outbox::sqlite::install(&conn, super::OUTBOX).map_err(outbox_err)?;
         Ok(SqliteApp {
@@ -50,7 +53,8 @@ impl SqliteApp {
     pub fn model(&self, id: &str) -> rusqlite::Result<Option<Model>> {
         self.conn()
             .query_row(
-                "SELECT id, name, tenant, status, reason, builds FROM models WHERE id = ?1",
+                "SELECT id, name, tenant, status, reason, builds, digest, size, metadata
+                 FROM models WHERE id = ?1",
                 params![id],
                 |r| {
                     Ok(Model {
@@ -60,6 +64,11 @@ impl SqliteApp {
                         status: r.get(3)?,
                         reason: r.get(4)?,
                         builds: r.get(5)?,
+                        artifact: Artifact {
+                            digest: r.get(6)?,
+                            size: r.get(7)?,
+                        },
+                        metadata: super::metadata_of(r.get(8)?),
                     })
                 },
             )
@@ -67,10 +76,10 @@ impl SqliteApp {
     }
 
     /// Sets a model's status; `false` when there is no such model.
-    pub fn set_status(&self, id: &str, status: &str) -> rusqlite::Result<bool> {
+    pub fn start_build(&self, id: &str) -> rusqlite::Result<bool> {
         let n = self.conn().execute(
-            "UPDATE models SET status = ?2 WHERE id = ?1",
-            params![id, status],
+            "UPDATE models SET status = 'building' WHERE id = ?1 AND status <> 'ready'",
+            params![id],
         )?;
         Ok(n == 1)
     }
@@ -78,13 +87,14 @@ impl SqliteApp {
     /// See [`Store::finish`](super::Store::finish).
     pub fn finish(&self, id: &str, outcome: Outcome<'_>) -> rusqlite::Result<bool> {
         let n = match outcome {
-            Outcome::Ready => self.conn().execute(
-                "UPDATE models SET status = 'ready', reason = NULL, builds = builds + 1
-                 WHERE id = ?1",
-                params![id],
+            Outcome::Ready(metadata) => self.conn().execute(
+                "UPDATE models SET status = 'ready', reason = NULL, builds = builds + 1,
+                     metadata = ?2
+                 WHERE id = ?1 AND status <> 'ready'",
+                params![id, serde_json::to_string(metadata).unwrap_or_default()],
             )?,
             Outcome::Failed(reason) => self.conn().execute(
-                "UPDATE models SET status = 'failed', reason = ?2 WHERE id = ?1",
+                "UPDATE models SET status = 'failed', reason = ?2 WHERE id = ?1 AND status <> 'ready'",
                 params![id, reason],
             )?,
         };
@@ -204,9 +214,15 @@ impl SqliteApp {
                     // The model and its build task, in one transaction: the task is
                     // published if and only if the model is registered.
                     tx.execute(
-                        "INSERT INTO models (id, name, tenant, status)
-                         VALUES (?1, ?2, ?3, 'queued')",
-                        params![field("model"), field("name"), field("tenant")],
+                        "INSERT INTO models (id, name, tenant, status, digest, size)
+                         VALUES (?1, ?2, ?3, 'queued', ?4, ?5)",
+                        params![
+                            field("model"),
+                            field("name"),
+                            field("tenant"),
+                            field("digest"),
+                            call.payload["size"].as_i64().unwrap_or(0)
+                        ],
                     )?;
                     maas_queue::outbox::sqlite::enqueue(
                         tx,
@@ -298,13 +314,30 @@ mod tests {
             .execute_batch(
                 "CREATE TABLE models (id TEXT PRIMARY KEY, name TEXT NOT NULL,
                      tenant TEXT NOT NULL, status TEXT NOT NULL);
-                 INSERT INTO models VALUES ('m-1', 'old', 'acme', 'ready');",
+                 INSERT INTO models VALUES ('m-1', 'old', 'acme', 'building');",
             )
             .unwrap();
         let app = SqliteApp::open(&dir).unwrap();
         let old = app.model("m-1").unwrap().unwrap();
         assert_eq!((old.reason, old.builds), (None, 0));
-        assert!(app.finish("m-1", Outcome::Ready).unwrap());
+        let meta = crate::artifacts::ModelMetadata {
+            format: crate::artifacts::Format::Gguf,
+            tensors: 1,
+            parameters: 32,
+            dtypes: vec!["F32".into()],
+            architecture: None,
+        };
+        assert_eq!(old.artifact.digest, "");
+        assert!(app.finish("m-1", Outcome::Ready(&meta)).unwrap());
+        assert_eq!(
+            app.model("m-1").unwrap().unwrap().metadata,
+            Some(meta.clone())
+        );
+        assert_eq!(app.model("m-1").unwrap().unwrap().builds, 1);
+        // A second delivery of the task that finishes too is not a second build.
+        assert!(!app.start_build("m-1").unwrap());
+        assert!(!app.finish("m-1", Outcome::Ready(&meta)).unwrap());
+        assert!(!app.finish("m-1", Outcome::Failed("late")).unwrap());
         assert_eq!(app.model("m-1").unwrap().unwrap().builds, 1);
         drop(app);
         // Opened again: nothing to add, nothing lost.

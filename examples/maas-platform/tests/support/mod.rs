@@ -126,3 +126,38 @@ pub fn require_kafka() -> String {
     );
     broker
 }
+
+/// A tiny valid safetensors model file (two tensors, 40 parameters); `seed` names a tensor,
+/// so files of different seeds differ (and are stored apart).
+pub fn model_file(seed: &str) -> Vec<u8> {
+    maas_platform::artifacts::samples::safetensors(&[
+        (&format!("embed-{seed}"), "F32", &[4, 8]),
+        ("norm", "BF16", &[8]),
+    ])
+}
+
+/// A model file the builder refuses: valid, then cut short in its tensor data.
+pub fn broken_file(seed: &str) -> Vec<u8> {
+    let mut file = model_file(seed);
+    file.truncate(file.len() - 10);
+    file
+}
+
+/// Uploads `file` as the model `name`: `POST /v1/models?name=<name>`.
+pub async fn upload(
+    http: &reqwest::Client,
+    base: &str,
+    key: Option<&str>,
+    name: &str,
+    file: Vec<u8>,
+) -> (u16, Value) {
+    let mut req = http
+        .post(format!("{base}/v1/models"))
+        .query(&[("name", name)])
+        .body(file);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
