@@ -147,10 +147,10 @@ async fn set_backend(
     json: Result<Json<Backend>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let healthy = body(json)?.healthy;
-    s.inference.set_healthy(healthy);
+    s.chat.set_healthy(healthy);
     tracing::warn!(healthy, "model backend marked by an operator");
     Ok(Json(
-        json!({ "healthy": healthy, "breaker": s.inference.breaker_state() }),
+        json!({ "healthy": healthy, "breaker": s.chat.breaker_state() }),
     ))
 }
 

@@ -18,7 +18,6 @@ use serde_json::json;
 
 use crate::artifacts::{ArtifactStore, PutError, Stored};
 use crate::auth::Caller;
-use crate::inference::Inference;
 use crate::store::Store;
 
 /// What the handlers share.
@@ -32,8 +31,8 @@ pub struct AppState {
     pub(crate) outbox: crate::outbox::Wake,
     /// The sagas billing refused: a 402, where any other rollback is a 503.
     pub(crate) refusals: crate::store::Refusals,
-    /// Inference behind the breaker.
-    pub inference: Inference,
+    /// Chat completions: the backends behind the breaker, and the fallback model.
+    pub chat: crate::chat::Gateway,
     /// Where model files are stored.
     pub artifacts: Arc<dyn ArtifactStore>,
     /// The largest model file an upload may send, in bytes.
@@ -65,7 +64,6 @@ pub fn routes(state: AppState) -> Router {
     Router::new()
         .route(UPLOAD_PATH.trim_start_matches("/v1"), post(upload))
         .route("/models/{id}", get(model))
-        .route("/models/{id}/infer", post(infer))
         .route("/tenants/{tenant}/quota", get(quota))
         .with_state(state)
 }
@@ -104,8 +102,6 @@ pub enum ApiError {
     TooLarge(String),
     /// 404: no such model.
     NotFound(String),
-    /// 409: the model exists but cannot do that yet.
-    Conflict(String),
     /// 402: the tenant's quota is spent; the saga, if one ran, was compensated.
     QuotaExhausted {
         /// The compensated saga (none when the upload was refused before one ran).
@@ -156,10 +152,6 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m) => (
                 StatusCode::NOT_FOUND,
                 json!({ "error": "not_found", "message": m }),
-            ),
-            ApiError::Conflict(m) => (
-                StatusCode::CONFLICT,
-                json!({ "error": "conflict", "message": m }),
             ),
             ApiError::QuotaExhausted { saga, message } => {
                 let mut body = json!({ "error": "quota_exhausted", "message": message });
@@ -433,33 +425,4 @@ async fn quota(
     Ok(Json(
         json!({ "tenant": tenant, "remaining": left, "build_cost": s.build_cost }),
     ))
-}
-
-#[derive(Deserialize)]
-struct Prompt {
-    prompt: String,
-}
-
-/// `POST /v1/models/{id}/infer {"prompt": ...}`: the model's answer, or the fallback's.
-async fn infer(
-    State(s): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-    json: Result<Json<Prompt>, JsonRejection>,
-) -> Result<Json<crate::inference::Answer>, ApiError> {
-    let prompt = body(json)?.prompt;
-    let model = s
-        .store
-        .model(&id)
-        .await
-        .map_err(|e| unavailable("reading the model", e))?
-        .ok_or_else(|| ApiError::NotFound(format!("no model {id}")))?;
-    owned_by(&caller, &model.tenant, &format!("model {id}"))?;
-    if model.status != "ready" {
-        return Err(ApiError::Conflict(format!(
-            "model {id} is {}, not ready",
-            model.status
-        )));
-    }
-    Ok(Json(s.inference.infer(&model.id, &prompt).await))
 }

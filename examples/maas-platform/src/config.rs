@@ -74,6 +74,17 @@ pub struct Config {
     pub builders: usize,
     /// How long the inference breaker stays open (`MAAS_BREAKER_OPEN_SECS`, default 5).
     pub breaker_open: Duration,
+    /// An OpenAI-compatible server that answers chat completions (`MAAS_UPSTREAM_URL`, its
+    /// base URL up to `/v1`, e.g. `http://vllm:8000/v1`); none: the built-in simulated
+    /// backend. Tenants' models are asked for under their upload names.
+    pub upstream_url: Option<String>,
+    /// The upstream's API key (`MAAS_UPSTREAM_KEY`, a secret), sent as a bearer token.
+    pub upstream_key: Option<String>,
+    /// The model that answers when the primary backend cannot (`MAAS_FALLBACK_MODEL`,
+    /// default `maas-fallback`; served by the simulated backend, listed for every tenant).
+    pub fallback_model: String,
+    /// The simulated backend's pause before each token (`MAAS_TOKEN_MILLIS`, default 20).
+    pub token_delay: Duration,
     /// How long a request may take until its response starts (`MAAS_REQUEST_TIMEOUT_SECS`,
     /// default 30); past it the answer is a JSON 504. A model upload is not limited as a
     /// whole: it fails (408) only when its body stops arriving for this long.
@@ -107,6 +118,10 @@ impl std::fmt::Debug for Config {
             .field("build_time", &self.build_time)
             .field("builders", &self.builders)
             .field("breaker_open", &self.breaker_open)
+            .field("upstream_url", &self.upstream_url)
+            .field("upstream_key", &hidden(&self.upstream_key))
+            .field("fallback_model", &self.fallback_model)
+            .field("token_delay", &self.token_delay)
             .field("request_timeout", &self.request_timeout)
             .field("robots", &self.robots)
             .finish()
@@ -137,6 +152,10 @@ impl Default for Config {
             build_time: Duration::from_millis(300),
             builders: 3,
             breaker_open: Duration::from_secs(5),
+            upstream_url: None,
+            upstream_key: None,
+            fallback_model: "maas-fallback".to_owned(),
+            token_delay: Duration::from_millis(20),
             request_timeout: Duration::from_secs(30),
             robots: crate::alerts::Robots::default(),
         }
@@ -262,6 +281,31 @@ impl Config {
             c.breaker_open =
                 Duration::from_secs(positive::<u32>("MAAS_BREAKER_OPEN_SECS", &v)?.into());
         }
+        if let Some(v) = lookup("MAAS_UPSTREAM_URL") {
+            if !(v.starts_with("http://") || v.starts_with("https://")) {
+                // It may carry credentials: not echoed.
+                return Err(refuse(
+                    "MAAS_UPSTREAM_URL",
+                    "<hidden>",
+                    "expected the upstream's base URL, e.g. http://vllm:8000/v1",
+                ));
+            }
+            c.upstream_url = Some(v);
+        }
+        c.upstream_key = lookup("MAAS_UPSTREAM_KEY");
+        if let Some(v) = lookup("MAAS_FALLBACK_MODEL") {
+            if crate::api::valid_name("MAAS_FALLBACK_MODEL", &v).is_err() {
+                return Err(refuse(
+                    "MAAS_FALLBACK_MODEL",
+                    &v,
+                    "1 to 64 letters, digits, '-', '_' or '.'",
+                ));
+            }
+            c.fallback_model = v;
+        }
+        if let Some(v) = lookup("MAAS_TOKEN_MILLIS") {
+            c.token_delay = Duration::from_millis(parse("MAAS_TOKEN_MILLIS", &v, "milliseconds")?);
+        }
         if let Some(v) = lookup("MAAS_REQUEST_TIMEOUT_SECS") {
             c.request_timeout =
                 Duration::from_secs(positive::<u32>("MAAS_REQUEST_TIMEOUT_SECS", &v)?.into());
@@ -345,11 +389,18 @@ mod tests {
                 "MAAS_DATABASE_URL" => Some("host=db password=pg-secret".into()),
                 "MAAS_WECOM_WEBHOOK" => Some("https://qyapi/send?key=wecom-secret".into()),
                 "MAAS_REDIS_URL" => Some("redis://:redis-secret@cache:6379".into()),
+                "MAAS_UPSTREAM_KEY" => Some("upstream-secret".into()),
                 _ => None,
             })
             .unwrap()
         );
-        for secret in ["admin-0123", "pg-secret", "wecom-secret", "redis-secret"] {
+        for secret in [
+            "admin-0123",
+            "pg-secret",
+            "wecom-secret",
+            "redis-secret",
+            "upstream-secret",
+        ] {
             assert!(!shown.contains(secret), "{shown}");
         }
         let e =
@@ -361,6 +412,8 @@ mod tests {
             ("MAAS_ADMIN_ADDR", "8081"),
             ("MAAS_BUILDERS", "0"),
             ("MAAS_MAX_MODEL_BYTES", "0"),
+            ("MAAS_UPSTREAM_URL", "vllm:8000"),
+            ("MAAS_FALLBACK_MODEL", "no spaces"),
             ("MAAS_RATE_PER_MINUTE", "-3"),
             ("MAAS_KAFKA_BROKERS", "kafka"),
             ("MAAS_BUILD_TOPIC", "build tasks"),

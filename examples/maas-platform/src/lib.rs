@@ -13,8 +13,10 @@
 //!   records its format, tensors, parameters and dtypes; a refused file or a failing build
 //!   is dead-lettered to `model-build-tasks.dlq` with the reason, and refunded.
 //! * `/v1` is **rate limited** per API key (`maas-ratelimit`, `429` with `Retry-After`).
-//! * Inference goes through a **circuit breaker** with **degradation** (`maas-breaker`): when
-//!   the model backend fails, a fallback model answers and says so.
+//! * **OpenAI-compatible inference** ([`chat`]): `GET /v1/models`, `POST /v1/chat/completions`
+//!   (whole or streamed as server-sent events) on a simulated backend or an upstream server,
+//!   through a **circuit breaker** with **degradation** (`maas-breaker`): when the backend
+//!   fails before answering, a fallback model answers and says so.
 //! * **Telemetry** (`maas-telemetry`): RED metrics by route, every crate's metrics on one
 //!   `/metrics`, a server span per request, JSON logs carrying trace ids; Alertmanager's
 //!   notifications are relayed to DingTalk and WeCom robots ([`alerts`]).
@@ -31,9 +33,9 @@ mod api;
 pub mod artifacts;
 mod auth;
 mod builders;
+pub mod chat;
 mod config;
 mod hardening;
-mod inference;
 pub mod keys;
 mod limits;
 mod outbox;
@@ -275,14 +277,31 @@ impl Platform {
             .map_err(queue_err)?,
         );
 
-        let inference =
-            inference::Inference::new(config.breaker_open, &breaker_metrics).map_err(|e| {
-                PlatformError::Config(ConfigError {
-                    name: "MAAS_BREAKER_OPEN_SECS",
-                    value: config.breaker_open.as_secs().to_string(),
-                    reason: e.to_string(),
-                })
-            })?;
+        let simulated = chat::Simulated {
+            delay: config.token_delay,
+        };
+        let primary: Arc<dyn chat::Backend> = match &config.upstream_url {
+            Some(url) => Arc::new(chat::Upstream::new(
+                url,
+                config.upstream_key.clone(),
+                config.request_timeout,
+            )),
+            None => Arc::new(simulated.clone()),
+        };
+        let chat = chat::Gateway::new(
+            primary,
+            simulated,
+            config.fallback_model.clone(),
+            config.breaker_open,
+            &breaker_metrics,
+        )
+        .map_err(|e| {
+            PlatformError::Config(ConfigError {
+                name: "MAAS_BREAKER_OPEN_SECS",
+                value: config.breaker_open.as_secs().to_string(),
+                reason: e.to_string(),
+            })
+        })?;
         let limiter = limits::key_limiter(&config, &registry, &limit_metrics).await?;
         let redis_limiter = match &limiter {
             limits::TenantLimiter::Redis(r) => Some(r.clone()),
@@ -322,7 +341,7 @@ impl Platform {
             engine: engine.clone(),
             outbox: wake,
             refusals,
-            inference,
+            chat,
             artifacts,
             max_model_bytes: config.max_model_bytes,
             upload_idle: config.request_timeout,
@@ -334,6 +353,7 @@ impl Platform {
         };
         // Authentication runs first, then the request limit keyed by the caller's key.
         let v1 = api::routes(state.clone())
+            .merge(chat::routes(state.clone()))
             .layer(
                 RateLimitLayer::builder(limiter)
                     .key(api::key_of)

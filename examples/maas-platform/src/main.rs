@@ -8,8 +8,9 @@ use maas_platform::{Config, Platform};
 use maas_telemetry::{LogFormat, Telemetry};
 
 const HELP: &str = "\
-maas-platform: a Model-as-a-Service platform (API keys, quota sagas, Kafka builds, inference
-behind a circuit breaker, Prometheus metrics and traces).
+maas-platform: a Model-as-a-Service platform (API keys, model uploads checked by their
+headers, quota sagas, Kafka builds, OpenAI-compatible chat behind a circuit breaker,
+Prometheus metrics and traces).
 
 Usage: maas-platform [--help | --version]
 
@@ -20,6 +21,10 @@ nothing else running (an in-memory broker, SQLite in a fresh temporary directory
   MAAS_ADMIN_ADDR      admin API                         (127.0.0.1:8081)
   MAAS_ADMIN_TOKEN     the admin API's bearer token      (embedded: made and printed)
   MAAS_DATA_DIR        SQLite files, kept across runs    (a fresh temporary directory)
+  MAAS_ARTIFACT_DIR    uploaded model files, by SHA-256  (<data dir>/artifacts)
+  MAAS_MAX_MODEL_BYTES largest model file an upload may send (16 GiB)
+  MAAS_UPSTREAM_URL    OpenAI-compatible server for chat, e.g. http://vllm:8000/v1
+                       (unset: the built-in simulated backend)
   MAAS_DATABASE_URL    PostgreSQL shared by replicas, e.g. host=db user=maas dbname=maas
   MAAS_KAFKA_BROKERS   Kafka bootstrap brokers, host:port[,host:port]
   MAAS_REDIS_URL       Redis for limits shared by replicas, redis://host:port
@@ -28,7 +33,7 @@ nothing else running (an in-memory broker, SQLite in a fresh temporary directory
   MAAS_BUILD_COST      credits one build costs          (10)
   OTEL_EXPORTER_OTLP_ENDPOINT  where traces go (OTLP)
 
-docs/operations.md lists every variable.
+examples/maas-platform/README.md lists every variable.
 ";
 
 #[tokio::main]

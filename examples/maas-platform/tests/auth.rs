@@ -148,16 +148,18 @@ async fn keys_tokens_and_tenants_are_enforced_and_never_logged() {
     for (method, url, body) in [
         (Method::GET, quota.clone(), None),
         (Method::GET, model.clone(), None),
-        (
-            Method::POST,
-            format!("{model}/infer"),
-            Some(json!({ "prompt": "hi" })),
-        ),
     ] {
         let (status, _, refused) = call(&http, method, &url, Some(&globex), body).await;
         assert_eq!(status, 403, "{url}: {refused}");
         assert_eq!(refused["error"], "forbidden");
     }
+    // Chat answers as OpenAI does: another tenant's model does not exist for this key.
+    let chat = json!({ "model": upload["id"], "messages": [{ "role": "user", "content": "hi" }] });
+    let completions = format!("{api}/v1/chat/completions");
+    let (status, _, refused) =
+        call(&http, Method::POST, &completions, Some(&globex), Some(chat)).await;
+    assert_eq!(status, 404, "{refused}");
+    assert_eq!(refused["error"]["code"], "model_not_found", "{refused}");
     let (status, _, own_model) = call(&http, Method::GET, &model, Some(&acme), None).await;
     assert_eq!(status, 200, "{own_model}");
 
@@ -240,18 +242,19 @@ async fn keys_tokens_and_tenants_are_enforced_and_never_logged() {
         (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
     );
     assert!(headers.contains_key("allow"), "{headers:?}");
-    let big = json!({ "prompt": "x".repeat(3 << 20) });
+    let big = json!({ "model": "maas-fallback",
+                      "messages": [{ "role": "user", "content": "x".repeat(3 << 20) }] });
     let (status, _, body) = call(
         &http,
         Method::POST,
-        &format!("{model}/infer"),
+        &format!("{api}/v1/chat/completions"),
         Some(&acme),
         Some(big),
     )
     .await;
     assert_eq!(
-        (status, body["error"].as_str()),
-        (StatusCode::PAYLOAD_TOO_LARGE, Some("too_large"))
+        (status, body["error"]["type"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("invalid_request_error"))
     );
 
     // A failed alert delivery, to have its error in the logs too.

@@ -205,9 +205,9 @@ async fn dashboard_and_alerts_query_metrics_the_platform_exports() {
     }
     assert_eq!(status, "ready");
     let _ = http
-        .post(format!("{base}/v1/models/{}/infer", ids[0]))
+        .post(format!("{base}/v1/chat/completions"))
         .bearer_auth(&key)
-        .json(&json!({ "prompt": "hi" }))
+        .json(&json!({ "model": ids[0], "messages": [{ "role": "user", "content": "hi" }] }))
         .send()
         .await
         .unwrap();

@@ -1,6 +1,6 @@
 //! The platform on embedded defaults, driven over real HTTP on 127.0.0.1: an upload commits
 //! its saga and gets built by the group; an upload past the quota is compensated (402) and
-//! registers nothing; a failing build ends `failed` with its task dead-lettered; inference
+//! registers nothing; a refused model file ends `failed` with its task dead-lettered; chat
 //! degrades when the backend fails and the breaker opens; `/v1` answers 429 past the rate
 //! of an API key;
 //! errors are JSON; `/metrics` shows every crate's metrics.
@@ -225,10 +225,16 @@ async fn upload_build_quota_dlq_degradation_and_metrics() {
     assert_eq!((code, err["error"].as_str()), (404, Some("not_found")));
 
     // Inference: normal, then degraded while the backend is down and the breaker opens.
-    let infer = format!("/v1/models/{id}/infer");
-    let (code, answer) = api.post(&infer, "acme", json!({ "prompt": "hi" })).await;
-    assert_eq!(code, 200);
-    assert_eq!(answer["degraded"], false);
+    let ask = json!({ "model": id, "max_tokens": 64,
+                      "messages": [{ "role": "user", "content": "hello there" }] });
+    let (code, answer) = api.post("/v1/chat/completions", "acme", ask.clone()).await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["model"], id.as_str());
+    assert!(answer.get("degraded").is_none(), "{answer}");
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "Simulated answer from llama-3-8b: there hello"
+    );
     let r = api
         .http
         .put(format!("{}/admin/backend", api.admin))
@@ -240,12 +246,13 @@ async fn upload_build_quota_dlq_degradation_and_metrics() {
     assert_eq!(r.status(), 200);
     let mut reasons = Vec::new();
     for _ in 0..8 {
-        let (code, answer) = api.post(&infer, "acme", json!({ "prompt": "hi" })).await;
+        let (code, answer) = api.post("/v1/chat/completions", "acme", ask.clone()).await;
         assert_eq!(code, 200, "degraded, not failed: {answer}");
         assert_eq!(answer["degraded"], true);
-        reasons.push(answer["reason"].as_str().unwrap().to_owned());
+        assert_eq!(answer["model"], "maas-fallback", "{answer}");
+        reasons.push(answer["degraded_reason"].as_str().unwrap().to_owned());
     }
-    assert_eq!(reasons[0], "model backend unavailable");
+    assert_eq!(reasons[0], "model backend marked down");
     assert_eq!(reasons.last().unwrap(), "circuit open", "{reasons:?}");
 
     // Every crate reports on the one /metrics page.

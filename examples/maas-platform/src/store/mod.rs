@@ -116,6 +116,14 @@ impl Store {
         })
     }
 
+    /// `tenant`'s models that are `ready`, by id.
+    pub async fn ready_models(&self, tenant: &str) -> Result<Vec<Model>, StoreError> {
+        Ok(match self {
+            Store::Sqlite(s) => s.ready_models(tenant)?,
+            Store::Postgres(p) => p.ready_models(tenant).await?,
+        })
+    }
+
     /// Marks a model `building`; `false` when there is no such model or it is already
     /// `ready` (another delivery of its task built it).
     pub async fn start_build(&self, id: &str) -> Result<bool, StoreError> {

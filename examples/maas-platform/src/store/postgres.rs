@@ -18,6 +18,25 @@ pub struct PgApp {
     pub(super) client: Arc<Mutex<Client>>,
 }
 
+/// What [`model_of`] reads.
+const MODEL_COLUMNS: &str = "id, name, tenant, status, reason, builds, digest, size, metadata";
+
+fn model_of(r: &tokio_postgres::Row) -> Model {
+    Model {
+        id: r.get(0),
+        name: r.get(1),
+        tenant: r.get(2),
+        status: r.get(3),
+        reason: r.get(4),
+        builds: r.get(5),
+        artifact: Artifact {
+            digest: r.get(6),
+            size: r.get(7),
+        },
+        metadata: super::metadata_of(r.get(8)),
+    }
+}
+
 /// Which participant a call is for.
 #[derive(Clone, Copy)]
 enum Change {
@@ -76,24 +95,30 @@ impl PgApp {
             .lock()
             .await
             .query_opt(
-                "SELECT id, name, tenant, status, reason, builds, digest, size, metadata
-                 FROM maas_platform_models WHERE id = $1",
+                &format!("SELECT {MODEL_COLUMNS} FROM maas_platform_models WHERE id = $1"),
                 &[&id],
             )
             .await?;
-        Ok(row.map(|r| Model {
-            id: r.get(0),
-            name: r.get(1),
-            tenant: r.get(2),
-            status: r.get(3),
-            reason: r.get(4),
-            builds: r.get(5),
-            artifact: Artifact {
-                digest: r.get(6),
-                size: r.get(7),
-            },
-            metadata: super::metadata_of(r.get(8)),
-        }))
+        Ok(row.as_ref().map(model_of))
+    }
+
+    pub(super) async fn ready_models(
+        &self,
+        tenant: &str,
+    ) -> Result<Vec<Model>, tokio_postgres::Error> {
+        let rows = self
+            .client
+            .lock()
+            .await
+            .query(
+                &format!(
+                    "SELECT {MODEL_COLUMNS} FROM maas_platform_models
+                     WHERE tenant = $1 AND status = 'ready' ORDER BY id"
+                ),
+                &[&tenant],
+            )
+            .await?;
+        Ok(rows.iter().map(model_of).collect())
     }
 
     pub(super) async fn start_build(&self, id: &str) -> Result<bool, tokio_postgres::Error> {

@@ -53,29 +53,23 @@ impl SqliteApp {
     pub fn model(&self, id: &str) -> rusqlite::Result<Option<Model>> {
         self.conn()
             .query_row(
-                "SELECT id, name, tenant, status, reason, builds, digest, size, metadata
-                 FROM models WHERE id = ?1",
+                &format!("SELECT {MODEL_COLUMNS} FROM models WHERE id = ?1"),
                 params![id],
-                |r| {
-                    Ok(Model {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        tenant: r.get(2)?,
-                        status: r.get(3)?,
-                        reason: r.get(4)?,
-                        builds: r.get(5)?,
-                        artifact: Artifact {
-                            digest: r.get(6)?,
-                            size: r.get(7)?,
-                        },
-                        metadata: super::metadata_of(r.get(8)?),
-                    })
-                },
+                model_of,
             )
             .optional()
     }
 
-    /// Sets a model's status; `false` when there is no such model.
+    /// See [`Store::ready_models`](super::Store::ready_models).
+    pub fn ready_models(&self, tenant: &str) -> rusqlite::Result<Vec<Model>> {
+        let conn = self.conn();
+        let mut q = conn.prepare(&format!(
+            "SELECT {MODEL_COLUMNS} FROM models WHERE tenant = ?1 AND status = 'ready' ORDER BY id"
+        ))?;
+        q.query_map(params![tenant], model_of)?.collect()
+    }
+
+    /// See [`Store::start_build`](super::Store::start_build).
     pub fn start_build(&self, id: &str) -> rusqlite::Result<bool> {
         let n = self.conn().execute(
             "UPDATE models SET status = 'building' WHERE id = ?1 AND status <> 'ready'",
@@ -281,6 +275,25 @@ fn outbox_err(e: maas_queue::outbox::sqlite::SqliteOutboxError) -> rusqlite::Err
         maas_queue::outbox::sqlite::SqliteOutboxError::Db(e) => e,
         other => rusqlite::Error::InvalidParameterName(other.to_string()),
     }
+}
+
+/// What [`model_of`] reads.
+const MODEL_COLUMNS: &str = "id, name, tenant, status, reason, builds, digest, size, metadata";
+
+fn model_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Model> {
+    Ok(Model {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        tenant: r.get(2)?,
+        status: r.get(3)?,
+        reason: r.get(4)?,
+        builds: r.get(5)?,
+        artifact: Artifact {
+            digest: r.get(6)?,
+            size: r.get(7)?,
+        },
+        metadata: super::metadata_of(r.get(8)?),
+    })
 }
 
 /// Adds `column` to `table` unless a database made by an earlier version has it already
