@@ -68,6 +68,15 @@ pub trait Algorithm: sealed::Sealed + Debug + Clone + Send + Sync + 'static {
         cost: u64,
         consume: bool,
     ) -> Decision;
+    /// Gives back `units` taken earlier (never more than the state counts as taken).
+    #[doc(hidden)]
+    fn refund(
+        &self,
+        config: &Self::Config,
+        state: &Self::State,
+        now: &impl Fn() -> u64,
+        units: u64,
+    );
     /// Nanoseconds until `state` is indistinguishable from [`fresh`](Algorithm::fresh).
     #[doc(hidden)]
     fn idle_in(&self, config: &Self::Config, state: &Self::State, now: u64) -> u64;
@@ -138,6 +147,12 @@ impl Algorithm for TokenBucketCore {
         })
     }
 
+    fn refund(&self, c: &GcraConfig, s: &AtomicU64, now: &impl Fn() -> u64, units: u64) {
+        update_word(s, now, |tat, now| {
+            c.refund_masked(tat, now, units, u64::MAX)
+        });
+    }
+
     fn idle_in(&self, c: &GcraConfig, s: &AtomicU64, now: u64) -> u64 {
         c.idle_in(s.load(Ordering::Acquire), now, u64::MAX)
     }
@@ -186,6 +201,10 @@ impl Algorithm for FixedWindowCore {
         consume: bool,
     ) -> Decision {
         update_word(s, now, |state, now| c.step(state, now, cost, consume))
+    }
+
+    fn refund(&self, c: &FixedConfig, s: &AtomicU64, now: &impl Fn() -> u64, units: u64) {
+        update_word(s, now, |state, now| c.refund(state, now, units));
     }
 
     fn idle_in(&self, c: &FixedConfig, s: &AtomicU64, now: u64) -> u64 {
@@ -252,6 +271,10 @@ impl Algorithm for SlidingWindowCore {
         consume: bool,
     ) -> Decision {
         s.check(c, now(), cost, consume)
+    }
+
+    fn refund(&self, c: &SlidingConfig, s: &SlidingState, now: &impl Fn() -> u64, units: u64) {
+        s.refund(c, now(), units);
     }
 
     fn idle_in(&self, c: &SlidingConfig, s: &SlidingState, now: u64) -> u64 {

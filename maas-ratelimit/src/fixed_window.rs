@@ -90,6 +90,25 @@ impl FixedConfig {
     }
 }
 
+impl FixedConfig {
+    /// Gives `units` back to the current window's count (a count of an earlier window has
+    /// expired already: nothing to give back).
+    pub(crate) fn refund(&self, state: u64, now: u64, units: u64) -> Step<Decision> {
+        let current = now / self.window;
+        let (stored, count) = unpack(state);
+        let live = windows_since(current, stored) == 0 && count > 0;
+        let count = if live { count.saturating_sub(units) } else { 0 };
+        let window_end = current.saturating_add(1).saturating_mul(self.window);
+        let reset = if count == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_nanos(window_end.saturating_sub(now))
+        };
+        let d = Decision::allowed(self.limit, self.limit.saturating_sub(count), reset);
+        (d, (live && units > 0).then(|| pack(stored, count)))
+    }
+}
+
 impl WordConfig for FixedConfig {
     fn to_words(self) -> Words {
         [self.window, self.limit, 0]

@@ -323,6 +323,39 @@ where
         self.run(key, cost, true)
     }
 
+    /// Gives back `units` that `key` was charged and did not use — a request admitted by an
+    /// estimate (say, the tokens a model may answer with) that turned out to need less.
+    /// Never more than the key's state still counts: an expired or untracked charge has
+    /// nothing to give back, and a key never ends up above its burst.
+    ///
+    /// ```
+    /// use maas_ratelimit::{KeyedLimiter, Quota};
+    ///
+    /// let tokens = KeyedLimiter::token_bucket(Quota::per_minute(1_000))
+    ///     .build::<String>()
+    ///     .unwrap();
+    /// // Admitted by estimate: a prompt of 100 tokens and up to 400 in the answer.
+    /// assert!(tokens.check_n("key-1", 500).is_allowed());
+    /// // The answer took 150: the other 250 go back.
+    /// tokens.refund("key-1", 250);
+    /// assert_eq!(tokens.peek("key-1", 0).remaining(), 750);
+    /// ```
+    pub fn refund<Q>(&self, key: &Q, units: u64)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.hasher.hash_one(key);
+        let shard = self
+            .shard(hash)
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(e) = shard.table.find(hash, |e| e.key.borrow() == key) {
+            self.algorithm
+                .refund(&e.config, &e.state, &self.now(), units);
+        }
+    }
+
     /// What `check_n(key, cost)` would answer now, without consuming anything (and without
     /// starting to track an unknown key).
     pub fn peek<Q>(&self, key: &Q, cost: u64) -> Decision
@@ -659,6 +692,66 @@ mod tests {
         assert!(!l.check(&1).is_allowed());
         assert!(l.check_n(&2, 2).is_allowed());
         assert_eq!(l.tracked_keys(), 2);
+    }
+
+    #[test]
+    fn refunds_give_back_what_was_charged_and_no_more() {
+        fn check<A: Algorithm>(l: KeyedLimiter<u64, A, ManualClock>, name: &str) {
+            assert!(l.check_n(&1, 80).is_allowed(), "{name}");
+            assert_eq!(l.peek(&1, 0).remaining(), 20, "{name}");
+            l.refund(&1, 50);
+            assert_eq!(l.peek(&1, 0).remaining(), 70, "{name}");
+            assert!(l.check_n(&1, 70).is_allowed(), "{name}");
+            assert!(!l.check(&1).is_allowed(), "{name}");
+            // More than was charged: the key is full, not above its limit.
+            l.refund(&1, 1_000);
+            assert_eq!(l.peek(&1, 0).remaining(), 100, "{name}");
+            assert!(!l.check_n(&1, 101).is_allowed(), "{name}");
+            // A key never seen is not started by a refund.
+            l.refund(&2, 5);
+            assert_eq!(l.tracked_keys(), 1, "{name}");
+        }
+        let quota = Quota::per_minute(100);
+        let clock = ManualClock::new();
+        check(
+            KeyedLimiter::token_bucket(quota)
+                .clock(clock.clone())
+                .build()
+                .unwrap(),
+            "token bucket",
+        );
+        check(
+            KeyedLimiter::fixed_window(quota)
+                .clock(clock.clone())
+                .build()
+                .unwrap(),
+            "fixed window",
+        );
+        check(
+            KeyedLimiter::sliding_window(quota)
+                .clock(clock.clone())
+                .build()
+                .unwrap(),
+            "sliding window",
+        );
+    }
+
+    #[test]
+    fn a_sliding_window_refund_takes_from_the_newest_bucket_first() {
+        let clock = ManualClock::new();
+        let l: KeyedLimiter<u64, SlidingWindowCore, ManualClock> =
+            KeyedLimiter::sliding_window(Quota::per_second(100))
+                .clock(clock.clone())
+                .build()
+                .unwrap();
+        assert!(l.check_n(&1, 60).is_allowed());
+        clock.advance(Duration::from_millis(500));
+        assert!(l.check_n(&1, 40).is_allowed());
+        // Give back 30 of the later 40: when the first 60 leave, 10 remain counted.
+        l.refund(&1, 30);
+        assert_eq!(l.peek(&1, 0).remaining(), 30);
+        clock.advance(Duration::from_millis(600));
+        assert_eq!(l.peek(&1, 0).remaining(), 90);
     }
 
     #[test]

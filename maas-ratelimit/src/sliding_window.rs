@@ -273,6 +273,43 @@ impl SlidingState {
         }
     }
 
+    /// Gives `units` back, from the newest buckets first (they would leave the window last),
+    /// never more than the live buckets hold.
+    pub(crate) fn refund(&self, config: &SlidingConfig, now: u64, mut units: u64) {
+        let epoch = now / config.bucket;
+        self.sweep(config, epoch);
+        let span = i64::from(config.buckets);
+        // Slots by age, newest first (a slot stamped ahead of `epoch` counts as newest).
+        let mut slots: Vec<&AtomicU64> = self.ring.iter().collect();
+        slots.sort_by_key(|slot| age(epoch, unpack(slot.load(Ordering::Acquire)).0));
+        for slot in slots {
+            if units == 0 {
+                return;
+            }
+            let mut word = slot.load(Ordering::Acquire);
+            loop {
+                let (stamp, count) = unpack(word);
+                if count == 0 || age(epoch, stamp) > span {
+                    break;
+                }
+                let back = count.min(units);
+                match slot.compare_exchange_weak(
+                    word,
+                    pack(u64::from(stamp), count - back),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => {
+                        self.total.fetch_sub(back, Ordering::AcqRel);
+                        units -= back;
+                        break;
+                    }
+                    Err(actual) => word = actual,
+                }
+            }
+        }
+    }
+
     /// Nanoseconds until this window is indistinguishable from a fresh one.
     pub(crate) fn idle_in(&self, config: &SlidingConfig, now: u64) -> u64 {
         let epoch = now / config.bucket;

@@ -173,6 +173,29 @@ impl GcraConfig {
         }
     }
 
+    /// Gives `units` back to a bucket in state `tat`: its debt shrinks by their refill time,
+    /// down to none (a full bucket). The decision reports the bucket after the refund.
+    pub(crate) fn refund_masked(
+        &self,
+        tat: u64,
+        now: u64,
+        units: u64,
+        mask: u64,
+    ) -> Step<Decision> {
+        let debt = self
+            .debt(tat, now, mask)
+            .saturating_sub(units.saturating_mul(self.interval));
+        let decision = Decision::allowed(
+            self.capacity,
+            (self.tau - debt) / self.interval,
+            Duration::from_nanos(debt),
+        );
+        (
+            decision,
+            (units > 0).then_some(now.wrapping_add(debt) & mask),
+        )
+    }
+
     /// Converts a TAT from `old` to this configuration, keeping the tokens the bucket holds
     /// now (clamped to the new capacity): an empty bucket stays empty and refills at the
     /// new rate, so a quota change never hands out a fresh burst.

@@ -33,6 +33,8 @@ pub struct AppState {
     pub(crate) refusals: crate::store::Refusals,
     /// Chat completions: the backends behind the breaker, and the fallback model.
     pub chat: crate::chat::Gateway,
+    /// Tokens per minute per API key.
+    pub tokens: crate::chat::TokenLimit,
     /// Where model files are stored.
     pub artifacts: Arc<dyn ArtifactStore>,
     /// The largest model file an upload may send, in bytes.

@@ -64,6 +64,9 @@ pub struct Config {
     /// default — each replica allows its share of the limit, by the replicas seen —
     /// `fail-open` or `fail-closed`).
     pub redis_outage: maas_ratelimit::redis::OutagePolicy,
+    /// Tokens (prompt + answer) per minute per API key on `/v1/chat/completions`
+    /// (`MAAS_TOKENS_PER_MINUTE`, default 100,000; each replica counts on its own).
+    pub tokens_per_minute: u64,
     /// Quota credits each new tenant starts with (`MAAS_TENANT_QUOTA`, default 100).
     pub tenant_quota: i64,
     /// Credits one model build costs (`MAAS_BUILD_COST`, default 10).
@@ -111,6 +114,7 @@ impl std::fmt::Debug for Config {
             .field("build_topic", &self.build_topic)
             .field("build_group", &self.build_group)
             .field("rate_per_minute", &self.rate_per_minute)
+            .field("tokens_per_minute", &self.tokens_per_minute)
             .field("redis_url", &hidden(&self.redis_url))
             .field("redis_outage", &self.redis_outage)
             .field("tenant_quota", &self.tenant_quota)
@@ -143,6 +147,7 @@ impl Default for Config {
             build_topic: crate::builders::TOPIC.to_owned(),
             build_group: crate::builders::GROUP.to_owned(),
             rate_per_minute: 600,
+            tokens_per_minute: 100_000,
             redis_url: None,
             redis_outage: maas_ratelimit::redis::OutagePolicy::LocalShare {
                 replicas: maas_ratelimit::redis::Replicas::Seen,
@@ -236,6 +241,9 @@ impl Config {
         }
         if let Some(v) = lookup("MAAS_RATE_PER_MINUTE") {
             c.rate_per_minute = positive("MAAS_RATE_PER_MINUTE", &v)?;
+        }
+        if let Some(v) = lookup("MAAS_TOKENS_PER_MINUTE") {
+            c.tokens_per_minute = positive("MAAS_TOKENS_PER_MINUTE", &v)?;
         }
         if let Some(v) = lookup("MAAS_REDIS_URL") {
             if !v.starts_with("redis://") {

@@ -342,6 +342,13 @@ impl Platform {
             outbox: wake,
             refusals,
             chat,
+            tokens: chat::TokenLimit::new(config.tokens_per_minute).map_err(|e| {
+                PlatformError::Config(ConfigError {
+                    name: "MAAS_TOKENS_PER_MINUTE",
+                    value: config.tokens_per_minute.to_string(),
+                    reason: e.to_string(),
+                })
+            })?,
             artifacts,
             max_model_bytes: config.max_model_bytes,
             upload_idle: config.request_timeout,
@@ -360,6 +367,13 @@ impl Platform {
                     .metrics(&limit_metrics, "api")
                     .build_http(),
             )
+            // OpenAI's names for the request limit's headers, on every /v1 answer.
+            .layer(axum::middleware::map_response(
+                |mut response: axum::response::Response| async move {
+                    chat::request_headers(response.headers_mut());
+                    response
+                },
+            ))
             .layer(axum::middleware::from_fn_with_state(
                 store.clone(),
                 auth::require_key,

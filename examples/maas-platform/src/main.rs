@@ -29,6 +29,7 @@ nothing else running (an in-memory broker, SQLite in a fresh temporary directory
   MAAS_KAFKA_BROKERS   Kafka bootstrap brokers, host:port[,host:port]
   MAAS_REDIS_URL       Redis for limits shared by replicas, redis://host:port
   MAAS_RATE_PER_MINUTE requests per minute per API key  (600)
+  MAAS_TOKENS_PER_MINUTE chat tokens per minute per API key (100000)
   MAAS_TENANT_QUOTA    credits a new tenant starts with (100)
   MAAS_BUILD_COST      credits one build costs          (10)
   OTEL_EXPORTER_OTLP_ENDPOINT  where traces go (OTLP)

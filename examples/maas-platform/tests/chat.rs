@@ -316,3 +316,115 @@ async fn an_upstream_is_proxied_and_falls_back_only_before_the_first_token() {
     platform.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `x-ratelimit-remaining-tokens`, checked against the arithmetic: the bucket refills one
+/// token per 600 ms (100 a minute), so a slow run may see one more.
+fn remaining_tokens(r: &reqwest::Response, expected: u64) {
+    let got: u64 = r.headers()["x-ratelimit-remaining-tokens"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (expected..=expected + 1).contains(&got),
+        "x-ratelimit-remaining-tokens {got}, expected {expected}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_admitted_by_estimate_and_reconciled_with_usage() {
+    let config = Config {
+        tokens_per_minute: 100,
+        ..support::config("tokens")
+    };
+    let dir = config.data_dir.clone().unwrap();
+    let (platform, base, key) = start(config).await;
+    let http = reqwest::Client::new();
+    // The fallback model on "ok": a prompt of 5 tokens (1 + 4), an answer of 10
+    // ("Simulated answer from maas-fallback: ok", 39 bytes) unless max_tokens cuts it.
+    let ask = |max_tokens: u64, stream: bool| {
+        let (http, base, key) = (http.clone(), base.clone(), key.clone());
+        async move {
+            let r = http
+                .post(format!("{base}/v1/chat/completions"))
+                .bearer_auth(&key)
+                .json(&json!({ "model": "maas-fallback", "max_tokens": max_tokens,
+                               "stream": stream,
+                               "messages": [{ "role": "user", "content": "ok" }] }))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r)
+        }
+    };
+
+    // Estimate 5 + 40 = 45 of 100: admitted, 55 left; it used 15, so 30 come back.
+    let (status, r) = ask(40, false).await;
+    assert_eq!(status, 200);
+    remaining_tokens(&r, 55);
+    assert_eq!(r.headers()["x-ratelimit-limit-tokens"], "100");
+    assert_eq!(r.headers()["x-ratelimit-limit-requests"], "600");
+    assert!(r.headers().contains_key("x-ratelimit-remaining-requests"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["usage"]["total_tokens"], 15);
+    // Estimate 95 against 85 left: refused, 10 tokens short = 6 s of refill.
+    let (status, r) = ask(90, false).await;
+    assert_eq!(status, 429);
+    assert_eq!(r.headers()["retry-after"], "6");
+    assert!(r.headers().contains_key("ratelimit-remaining"));
+    remaining_tokens(&r, 85);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "tokens", "{body}");
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
+    // Estimate 85 against 85: admitted to the last token; 70 come back.
+    let (status, r) = ask(80, false).await;
+    assert_eq!(status, 200);
+    remaining_tokens(&r, 0);
+    let _ = r.bytes().await;
+    // A stream: estimate 45 (25 left while it runs), reconciled when it ends: 55.
+    let (status, r) = ask(40, true).await;
+    assert_eq!(status, 200);
+    remaining_tokens(&r, 25);
+    assert!(r.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+    // Estimate 6: what the stream gave back is there.
+    let (status, r) = ask(1, false).await;
+    assert_eq!(status, 200);
+    remaining_tokens(&r, 49);
+    let _ = r.bytes().await;
+
+    // An OpenAI client gets its typed rate-limit error. (It retries a 429 after its
+    // Retry-After, so the request here is one that can never pass.)
+    let client = Client::with_config(
+        OpenAIConfig::new()
+            .with_api_base(format!("{base}/v1"))
+            .with_api_key(&key),
+    );
+    let err = client
+        .chat()
+        .create(request("maas-fallback", "ok", 200))
+        .await
+        .unwrap_err();
+    match err {
+        async_openai::error::OpenAIError::ApiError(e) => {
+            assert_eq!(e.status_code.as_u16(), 429);
+            assert_eq!(e.api_error.code.as_deref(), Some("rate_limit_exceeded"));
+            assert_eq!(e.api_error.r#type.as_deref(), Some("tokens"));
+        }
+        other => panic!("not a typed API error: {other:?}"),
+    }
+    // More than the whole limit can never pass: said so, without a Retry-After.
+    let (status, r) = ask(200, false).await;
+    assert_eq!(status, 429);
+    assert!(!r.headers().contains_key("retry-after"));
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("lower max_tokens"),
+        "{body}"
+    );
+    platform.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -11,15 +11,20 @@
 //! that answered, `degraded` the reason. Once a token has gone out there is no fallback: a
 //! failure ends the stream with an error event.
 //!
-//! Token counts (for `usage` and, later, limits) follow one documented rule, [`count_tokens`].
+//! Token counts (for `usage` and the tokens-per-minute limit, [`TokenLimit`]) follow one
+//! documented rule, [`count_tokens`]. A completion is admitted by its estimate — prompt
+//! tokens + `max_tokens` — and reconciled with what it used when it ends.
 
 mod backend;
 mod gateway;
+mod limit;
 mod routes;
 mod upstream;
 
 pub use backend::{Backend, BackendError, Completion, Simulated, Tokens};
 pub use gateway::{Answer, Gateway};
+pub(crate) use limit::request_headers;
+pub use limit::{Charge, Refused, TokenLimit};
 pub(crate) use routes::routes;
 pub use upstream::Upstream;
 

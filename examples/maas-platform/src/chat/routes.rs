@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use super::backend::Completion;
 use super::gateway::{Answer, Ask};
+use super::limit::Charge;
 use super::message_tokens;
 use crate::api::AppState;
 use crate::auth::Caller;
@@ -213,6 +214,11 @@ async fn complete(
         })
         .collect();
     let prompt_tokens: u64 = messages.iter().map(|(_, c)| message_tokens(c)).sum();
+    // Admitted by the estimate; the charge settles with the real usage when it is dropped.
+    let mut charge = match s.tokens.admit(&caller.key, prompt_tokens + max_tokens) {
+        Ok(charge) => charge,
+        Err(refused) => return Ok(refused.into_response()),
+    };
     let ask = Ask {
         id: request.model,
         completion: Completion {
@@ -221,19 +227,31 @@ async fn complete(
             max_tokens,
         },
     };
-    let answer = s
-        .chat
-        .ask(ask)
-        .await
-        .map_err(|e| unavailable("no model could answer", e))?;
+    let answer = match s.chat.ask(ask).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            // Nothing was answered: nothing is charged.
+            charge.use_tokens(0);
+            return Err(unavailable("no model could answer", e));
+        }
+    };
     let id = format!("chatcmpl-{:016x}", fastrand::u64(..));
     let include_usage = request.stream_options.unwrap_or_default().include_usage;
     let degraded = answer.degraded.clone();
+    let mut headers = axum::http::HeaderMap::new();
+    charge.headers(&mut headers);
     let mut response = if request.stream {
-        stream(answer, id, prompt_tokens, max_tokens, include_usage)
+        stream(
+            answer,
+            id,
+            (prompt_tokens, max_tokens),
+            include_usage,
+            charge,
+        )
     } else {
-        whole(answer, id, prompt_tokens, max_tokens).await?
+        whole(answer, id, prompt_tokens, max_tokens, charge).await?
     };
+    response.headers_mut().extend(headers);
     if let Some(reason) = degraded
         && let Ok(v) = HeaderValue::from_str(&reason)
     {
@@ -261,14 +279,17 @@ async fn whole(
     id: String,
     prompt_tokens: u64,
     max_tokens: u64,
+    mut charge: Charge,
 ) -> Result<Response, OpenAiError> {
     let mut content = answer.first.unwrap_or_default();
     let mut tokens = u64::from(!content.is_empty());
+    charge.use_tokens(prompt_tokens + tokens);
     let mut rest = answer.rest;
     while let Some(token) = rest.next().await {
         let token = token.map_err(|e| unavailable("the model failed while answering", e))?;
         content.push_str(&token);
         tokens += 1;
+        charge.use_tokens(prompt_tokens + tokens);
     }
     let mut body = json!({
         "id": id, "object": "chat.completion", "created": now(), "model": answer.model,
@@ -287,9 +308,9 @@ async fn whole(
 fn stream(
     answer: Answer,
     id: String,
-    prompt_tokens: u64,
-    max_tokens: u64,
+    (prompt_tokens, max_tokens): (u64, u64),
     include_usage: bool,
+    charge: Charge,
 ) -> Response {
     let created = now();
     let model = answer.model.clone();
@@ -309,9 +330,9 @@ fn stream(
         head,
         tokens,
         chunk,
-        prompt_tokens,
-        max_tokens,
+        (prompt_tokens, max_tokens),
         include_usage,
+        charge,
     );
     Sse::new(events).into_response()
 }
@@ -322,30 +343,37 @@ fn async_stream(
     head: Value,
     tokens: super::Tokens,
     chunk: impl Fn(Value, Option<&str>) -> Value + Send + 'static,
-    prompt_tokens: u64,
-    max_tokens: u64,
+    (prompt_tokens, max_tokens): (u64, u64),
     include_usage: bool,
+    mut charge: Charge,
 ) -> impl futures::Stream<Item = Result<Event, Infallible>> + Send {
+    // The prompt is used from the start; each token sent adds one. The charge travels with
+    // the stream and settles when it ends or the client hangs up.
+    charge.use_tokens(prompt_tokens);
     enum Step {
         Head,
         Tokens,
         Done,
     }
-    let state = (Step::Head, tokens, 0u64, chunk);
+    let state = (Step::Head, tokens, 0u64, (chunk, charge));
     futures::stream::unfold(Some(state), move |state| {
         let head = head.clone();
         async move {
-            let (step, mut tokens, count, chunk) = state?;
+            let (step, mut tokens, count, (chunk, mut charge)) = state?;
             let data = |v: &Value| Event::default().data(v.to_string());
             match step {
                 Step::Head => Some((
                     vec![data(&head)],
-                    Some((Step::Tokens, tokens, count, chunk)),
+                    Some((Step::Tokens, tokens, count, (chunk, charge))),
                 )),
                 Step::Tokens => match tokens.next().await {
                     Some(Ok(t)) => {
                         let e = data(&chunk(json!({ "content": t }), None));
-                        Some((vec![e], Some((Step::Tokens, tokens, count + 1, chunk))))
+                        charge.use_tokens(prompt_tokens + count + 1);
+                        Some((
+                            vec![e],
+                            Some((Step::Tokens, tokens, count + 1, (chunk, charge))),
+                        ))
                     }
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "the model failed part-way through a stream");
@@ -365,7 +393,7 @@ fn async_stream(
                             out.push(data(&u));
                         }
                         out.push(Event::default().data("[DONE]"));
-                        Some((out, Some((Step::Done, tokens, count, chunk))))
+                        Some((out, Some((Step::Done, tokens, count, (chunk, charge)))))
                     }
                 },
                 Step::Done => None,

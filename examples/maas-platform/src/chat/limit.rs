@@ -1,0 +1,171 @@
+//! Tokens per minute per API key: a completion is admitted by its estimate (prompt tokens +
+//! `max_tokens`), charged at once, and reconciled when its answer ends — the unused part of
+//! the estimate given back, an overrun charged — whether it ended whole, streamed, failed or
+//! was dropped by a client that hung up.
+//!
+//! Each replica counts on its own (the request limit is the one shared through Redis).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use maas_ratelimit::{Decision, KeyedLimiter, Quota};
+use serde_json::json;
+
+/// The token limit of every API key.
+#[derive(Clone)]
+pub struct TokenLimit {
+    limiter: Arc<KeyedLimiter<String>>,
+}
+
+impl TokenLimit {
+    /// `per_minute` tokens a minute per key (the whole minute's worth may come at once).
+    pub fn new(per_minute: u64) -> Result<TokenLimit, maas_ratelimit::ConfigError> {
+        let limiter = KeyedLimiter::token_bucket(Quota::per_minute(per_minute)).build()?;
+        Ok(TokenLimit {
+            limiter: Arc::new(limiter),
+        })
+    }
+
+    /// Admits `estimate` tokens for `key`: the charge to reconcile, or the refusal (a 429).
+    pub fn admit(&self, key: &str, estimate: u64) -> Result<Charge, Refused> {
+        let decision = self.limiter.check_n(key, estimate);
+        if !decision.is_allowed() {
+            return Err(Refused { decision, estimate });
+        }
+        Ok(Charge {
+            limit: self.clone(),
+            key: key.to_owned(),
+            estimate,
+            used: estimate,
+            decision,
+        })
+    }
+}
+
+/// An admitted estimate; dropped, it settles with the tokens [`used`](Charge::use_tokens).
+pub struct Charge {
+    limit: TokenLimit,
+    key: String,
+    estimate: u64,
+    used: u64,
+    decision: Decision,
+}
+
+impl Charge {
+    /// Records what the completion used in all (prompt and answer so far).
+    pub fn use_tokens(&mut self, used: u64) {
+        self.used = used;
+    }
+
+    /// The `x-ratelimit-*-tokens` headers of the admission.
+    pub fn headers(&self, headers: &mut HeaderMap) {
+        token_headers(&self.decision, headers);
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        let limiter = &self.limit.limiter;
+        if self.used < self.estimate {
+            limiter.refund(&self.key, self.estimate - self.used);
+        } else if self.used > self.estimate {
+            // Over the estimate (an upstream that ignored max_tokens): charged as far as the
+            // key has tokens left.
+            let extra = self.used - self.estimate;
+            if !limiter.check_n(&self.key, extra).is_allowed() {
+                let left = limiter.peek(&self.key, 0).remaining();
+                limiter.check_n(&self.key, left);
+            }
+        }
+    }
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64().ceil() as u64)
+}
+
+fn put(headers: &mut HeaderMap, name: &'static str, value: String) {
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(HeaderName::from_static(name), v);
+    }
+}
+
+fn token_headers(d: &Decision, headers: &mut HeaderMap) {
+    put(headers, "x-ratelimit-limit-tokens", d.limit().to_string());
+    put(
+        headers,
+        "x-ratelimit-remaining-tokens",
+        d.remaining().to_string(),
+    );
+    put(
+        headers,
+        "x-ratelimit-reset-tokens",
+        seconds(d.reset_after()),
+    );
+}
+
+/// An estimate the key cannot afford now (or ever: more than its whole limit).
+#[derive(Debug)]
+pub struct Refused {
+    decision: Decision,
+    estimate: u64,
+}
+
+impl IntoResponse for Refused {
+    /// 429 in OpenAI's shape, with `Retry-After` (unless it can never pass), the
+    /// `RateLimit-*` headers and OpenAI's `x-ratelimit-*-tokens`.
+    fn into_response(self) -> Response {
+        refusal(&self.decision, self.estimate)
+    }
+}
+
+fn refusal(d: &Decision, estimate: u64) -> Response {
+    let message = match d.retry_after() {
+        Some(wait) => format!(
+            "rate limit reached for tokens: this request needs up to {estimate} (prompt + \
+             max_tokens), {} are left; try again in {}",
+            d.remaining(),
+            seconds(wait)
+        ),
+        None => format!(
+            "this request needs up to {estimate} tokens (prompt + max_tokens), more than the \
+             limit of {} a minute: lower max_tokens",
+            d.limit()
+        ),
+    };
+    let body = json!({ "error": { "message": message, "type": "tokens",
+                                  "param": null, "code": "rate_limit_exceeded" } });
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+    let headers = response.headers_mut();
+    token_headers(d, headers);
+    maas_ratelimit::http::insert_ratelimit_headers(headers, d);
+    if let Some(wait) = d.retry_after() {
+        put(
+            headers,
+            "retry-after",
+            (wait.as_secs_f64().ceil() as u64).to_string(),
+        );
+    }
+    response
+}
+
+/// Mirrors the request limit's `RateLimit-*` headers (set by the `/v1` request limiter) as
+/// OpenAI's `x-ratelimit-*-requests`.
+pub(crate) fn request_headers(headers: &mut HeaderMap) {
+    for (from, to) in [
+        ("ratelimit-limit", "x-ratelimit-limit-requests"),
+        ("ratelimit-remaining", "x-ratelimit-remaining-requests"),
+    ] {
+        if let Some(v) = headers.get(from).cloned() {
+            headers.insert(HeaderName::from_static(to), v);
+        }
+    }
+    if let Some(reset) = headers
+        .get("ratelimit-reset")
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    {
+        put(headers, "x-ratelimit-reset-requests", format!("{reset}s"));
+    }
+}
