@@ -318,3 +318,47 @@ async fn a_key_can_have_a_quota_of_its_own() {
         Err(RedisLimitError::Config(_))
     ));
 }
+
+#[tokio::test]
+async fn refunds_give_back_what_was_charged_and_no_more() {
+    let quota = Quota::per_hour(100);
+    for (name, algorithm) in [
+        ("tb", RedisAlgorithm::TokenBucket(quota)),
+        ("fw", RedisAlgorithm::FixedWindow(quota)),
+        ("sw", RedisAlgorithm::SlidingWindow { quota, buckets: 10 }),
+    ] {
+        let p = prefix(&format!("refund-{name}"));
+        let a = limiter(algorithm, &p).await;
+        let b = limiter(algorithm, &p).await;
+        assert!(a.check("k", 80).await.is_allowed(), "{name}");
+        // Given back through one replica, seen through the other.
+        a.refund("k", 50).await;
+        assert_eq!(b.peek("k", 0).await.remaining(), 70, "{name}");
+        assert!(b.check("k", 70).await.is_allowed(), "{name}");
+        assert!(!a.check("k", 1).await.is_allowed(), "{name}");
+        // More than was charged: full, never above the limit.
+        b.refund("k", 1_000).await;
+        assert_eq!(a.peek("k", 0).await.remaining(), 100, "{name}");
+        assert!(!a.check("k", 101).await.is_allowed(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_refund_is_right_when_the_charge_came_from_a_lease() {
+    // Large enough for leases (over 200 a window): a hot key is answered from its lease.
+    let p = prefix("refund-lease");
+    let a = limiter(RedisAlgorithm::TokenBucket(Quota::per_hour(100_000)), &p).await;
+    for _ in 0..50 {
+        assert!(a.check("hot", 1_000).await.is_allowed());
+    }
+    assert!(a.leased_keys() > 0, "the key was not leased");
+    a.refund("hot", 20_000).await;
+    // 100,000 − 50,000 + 20,000 left, as this replica sees it (Redis plus its lease).
+    let left = a.peek("hot", 0).await.remaining();
+    assert!((69_000..=71_000).contains(&left), "{left}");
+    // Leases given back, Redis alone says the same.
+    a.give_back_leases().await;
+    let b = limiter(RedisAlgorithm::TokenBucket(Quota::per_hour(100_000)), &p).await;
+    let left = b.peek("hot", 0).await.remaining();
+    assert!((69_000..=71_000).contains(&left), "{left}");
+}

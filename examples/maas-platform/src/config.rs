@@ -65,7 +65,8 @@ pub struct Config {
     /// `fail-open` or `fail-closed`).
     pub redis_outage: maas_ratelimit::redis::OutagePolicy,
     /// Tokens (prompt + answer) per minute per API key on `/v1/chat/completions`
-    /// (`MAAS_TOKENS_PER_MINUTE`, default 100,000; each replica counts on its own).
+    /// (`MAAS_TOKENS_PER_MINUTE`, default 100,000; in Redis for all replicas with
+    /// `MAAS_REDIS_URL`, else each replica counts on its own).
     pub tokens_per_minute: u64,
     /// Quota credits each new tenant starts with (`MAAS_TENANT_QUOTA`, default 100).
     pub tenant_quota: i64,

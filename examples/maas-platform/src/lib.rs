@@ -128,8 +128,8 @@ pub struct Platform {
     builders: Vec<ConsumerHandle>,
     producer: Producer,
     engine: Arc<Engine>,
-    /// The request limit in Redis, when it is there: its leases go back at shutdown.
-    redis_limiter: Option<maas_ratelimit::redis::RedisLimiter>,
+    /// The request and token limits in Redis, when there: their leases go back at shutdown.
+    redis_limiters: Vec<maas_ratelimit::redis::RedisLimiter>,
     /// The build tasks' outbox relay.
     relay: Option<outbox::Relay>,
 }
@@ -302,11 +302,15 @@ impl Platform {
                 reason: e.to_string(),
             })
         })?;
-        let limiter = limits::key_limiter(&config, &registry, &limit_metrics).await?;
-        let redis_limiter = match &limiter {
-            limits::TenantLimiter::Redis(r) => Some(r.clone()),
-            limits::TenantLimiter::Local(_) => None,
-        };
+        let (limiter, token_limit) =
+            limits::key_limiters(&config, &registry, &limit_metrics).await?;
+        let mut redis_limiters = Vec::new();
+        if let limits::TenantLimiter::Redis(r) = &limiter {
+            redis_limiters.push(r.clone());
+        }
+        if let chat::TokenLimit::Redis(r) = &token_limit {
+            redis_limiters.push(r.clone());
+        }
         // The admin token: configured, made for this run (embedded), or none (admin refused).
         let made_admin_token = match (&config.admin_token, embedded) {
             (None, true) => Some(keys::generate_token().map_err(|e| PlatformError::Io {
@@ -342,13 +346,7 @@ impl Platform {
             outbox: wake,
             refusals,
             chat,
-            tokens: chat::TokenLimit::new(config.tokens_per_minute).map_err(|e| {
-                PlatformError::Config(ConfigError {
-                    name: "MAAS_TOKENS_PER_MINUTE",
-                    value: config.tokens_per_minute.to_string(),
-                    reason: e.to_string(),
-                })
-            })?,
+            tokens: token_limit,
             artifacts,
             max_model_bytes: config.max_model_bytes,
             upload_idle: config.request_timeout,
@@ -427,7 +425,7 @@ impl Platform {
             data_dir = %data_dir.display(),
             artifact_dir = %artifact_dir.display(),
             broker = if cluster.memory().is_some() { "in-memory" } else { "kafka" },
-            request_limit = if redis_limiter.is_some() { "redis" } else { "local" },
+            limits = if redis_limiters.is_empty() { "local" } else { "redis" },
             builders = config.builders, "maas-platform listening");
         Ok(Platform {
             addr,
@@ -441,7 +439,7 @@ impl Platform {
             builders: members,
             producer,
             engine,
-            redis_limiter,
+            redis_limiters,
             relay: Some(relay),
         })
     }
@@ -479,9 +477,9 @@ impl Platform {
                 Err(e) => tracing::warn!(error = %e, "HTTP server task ended abnormally"),
             }
         }
-        if let Some(limiter) = &self.redis_limiter {
+        for limiter in &self.redis_limiters {
             let units = limiter.give_back_leases().await;
-            tracing::info!(units, "request-limit leases given back to Redis");
+            tracing::info!(units, "limit leases given back to Redis");
         }
         if let Some(relay) = self.relay.take() {
             relay.shutdown().await;

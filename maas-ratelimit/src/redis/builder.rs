@@ -217,6 +217,7 @@ impl RedisLimiterBuilder {
                     conn,
                     per_request: Script::new(&script::per_request(kind)),
                     lease: Script::new(&script::lease(kind)),
+                    refund: Script::new(&script::refund(kind)),
                     heartbeat: heartbeat_script(),
                     deadline: self.deadline,
                     observer,

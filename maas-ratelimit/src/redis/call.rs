@@ -26,6 +26,7 @@ pub(crate) struct Caller {
     pub(crate) conn: ConnectionManager,
     pub(crate) per_request: Script,
     pub(crate) lease: Script,
+    pub(crate) refund: Script,
     pub(crate) heartbeat: Script,
     pub(crate) deadline: Duration,
     pub(crate) observer: Observer,
@@ -120,6 +121,23 @@ impl Caller {
         let raw: Vec<i64> = self.invoke(&call).await?;
         let reply = lease_reply(&raw).ok_or_else(|| RedisLimitError::Reply(raw.clone()))?;
         Ok((raw, reply))
+    }
+
+    /// Gives `units` back to the key; returns the units it has left.
+    pub(crate) async fn refund(
+        &self,
+        redis_key: String,
+        p: &Params,
+        units: u64,
+    ) -> Result<u64, RedisLimitError> {
+        let mut call = self.refund.prepare_invoke();
+        call.key(redis_key).arg(capped(units, p));
+        algorithm_args(&mut call, p);
+        let raw: Vec<i64> = self.invoke(&call).await?;
+        match raw[..] {
+            [n] => Ok(u64::try_from(n).unwrap_or(0)),
+            _ => Err(RedisLimitError::Reply(raw)),
+        }
     }
 
     /// Gives `held` units of `replica`'s lease back; returns the units Redis took back.

@@ -339,6 +339,39 @@ impl RedisLimiter {
         &self.inner.replica
     }
 
+    /// Gives back `units` that `key` was charged and did not use (admission by estimate,
+    /// reconciled afterwards), in Redis, for every replica: never more than the key still
+    /// counts, newest first. Correct whether the charge came from Redis or from this
+    /// replica's lease (leased units are counted in Redis when they are taken). While Redis
+    /// does not answer, the units go back to the local share the outage policy limits by.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before Redis answers, the refund may or may not have been applied; it is
+    /// never applied twice.
+    pub async fn refund(&self, key: &str, units: u64) {
+        if units == 0 {
+            return;
+        }
+        let inner = &self.inner;
+        if let Route::Redis { probe } = inner.outage.route(std::time::Instant::now()) {
+            match inner
+                .caller
+                .refund(self.redis_key(key), &self.params_for(key), units)
+                .await
+            {
+                Ok(_) => {
+                    self.note_success();
+                    return;
+                }
+                Err(e) => self.note_failure(&e, probe),
+            }
+        }
+        if let Some(share) = &inner.local {
+            share.refund(key, units);
+        }
+    }
+
     /// Keys this replica keeps lease state for (0 when it does not lease).
     pub fn leased_keys(&self) -> usize {
         self.inner.leases.as_ref().map_or(0, Leases::len)

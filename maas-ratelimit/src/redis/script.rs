@@ -49,6 +49,7 @@ local function refund(n, _)
   if debt < 0 then debt = 0 end
   dirty = true
 end
+local function give(n) refund(n, 0) end
 local function stamp() return 0 end
 local function restamp(_, _) return true end
 local function lease_span(ttl) return ttl end
@@ -92,6 +93,7 @@ local function refund(n, w)
   if used < 0 then used = 0 end
   dirty = true
 end
+local function give(n) refund(n, window) end
 local function stamp() return window end
 local function restamp(_, w) return w == window end
 local function lease_span(ttl) return math.min(ttl, ends) end
@@ -172,6 +174,16 @@ local function refund(n, e)
   local there = count[e] or 0
   if n > there then n = there end
   if n > 0 then add(e, -n) end
+end
+local function give(n)
+  for i = #live, 1, -1 do
+    if n <= 0 then return end
+    local back = math.min(n, count[live[i][1]] or 0)
+    if back > 0 then
+      add(live[i][1], -back)
+      n = n - back
+    end
+  end
 end
 local function stamp() return epoch end
 local function restamp(n, e)
@@ -282,6 +294,16 @@ save()
 return {v[1], v[2], v[3], v[4], granted, span_us, carried}
 "#;
 
+/// Units given back to a key (an estimate that was not used): `ARGV[1]` units, taken off
+/// what the key counts, newest first, never below nothing. Returns `{remaining}`.
+const REFUND: &str = r#"
+load()
+local n = tonumber(ARGV[1])
+if n > 0 then give(n) end
+save()
+return {avail()}
+"#;
+
 /// Which algorithm a script runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -293,6 +315,11 @@ pub(crate) enum Kind {
 /// The per-request script of `kind`: `ARGV` cost, consume, the algorithm's arguments.
 pub(crate) fn per_request(kind: Kind) -> String {
     assemble(kind, 2, PER_REQUEST)
+}
+
+/// The refund script of `kind` (see [`REFUND`]).
+pub(crate) fn refund(kind: Kind) -> String {
+    assemble(kind, 1, REFUND)
 }
 
 /// The lease script of `kind` (see [`LEASE`]).

@@ -11,12 +11,15 @@ use crate::{ConfigError, KeyedLimiter, Limiter, Quota};
 type Requota = Box<dyn Fn(Quota) -> Result<(), ConfigError> + Send + Sync>;
 /// Sets (`Some`) or clears a key's own quota.
 type KeyRequota = Box<dyn Fn(&str, Option<Quota>) -> Result<(), ConfigError> + Send + Sync>;
+/// Gives units back to a key.
+type Refund = Box<dyn Fn(&str, u64) + Send + Sync>;
 
 /// One replica's share of a limit, in memory.
 pub(crate) struct LocalShare {
     pub(crate) limiter: Arc<dyn Limiter<str>>,
     requota: Requota,
     key_requota: KeyRequota,
+    refund: Refund,
     /// Keys with their own (undivided) quota.
     overrides: std::sync::Mutex<Vec<(String, Quota)>>,
     quota: Quota,
@@ -69,10 +72,18 @@ impl LocalShare {
                         Ok(())
                     }
                 });
-                (l as Arc<dyn Limiter<str>>, requota, key_requota, $quota)
+                let set = l.clone();
+                let refund: Refund = Box::new(move |k, n| set.refund(k, n));
+                (
+                    l as Arc<dyn Limiter<str>>,
+                    requota,
+                    key_requota,
+                    refund,
+                    $quota,
+                )
             }};
         }
-        let (limiter, requota, key_requota, quota) = match algorithm {
+        let (limiter, requota, key_requota, refund, quota) = match algorithm {
             RedisAlgorithm::TokenBucket(q) => {
                 keyed!(KeyedLimiter::token_bucket(divided(q, replicas, true)), q)
             }
@@ -91,12 +102,18 @@ impl LocalShare {
             limiter,
             requota,
             key_requota,
+            refund,
             overrides: std::sync::Mutex::default(),
             quota,
             burst: matches!(algorithm, RedisAlgorithm::TokenBucket(_)),
             replicas: AtomicU64::new(replicas.max(1)),
             seen,
         })
+    }
+
+    /// Gives `units` back to `key`'s share.
+    pub(crate) fn refund(&self, key: &str, units: u64) {
+        (self.refund)(key, units);
     }
 
     /// Resizes the share for `n` replicas (keeping what each key has spent).

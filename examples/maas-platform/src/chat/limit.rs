@@ -3,34 +3,46 @@
 //! the estimate given back, an overrun charged — whether it ended whole, streamed, failed or
 //! was dropped by a client that hung up.
 //!
-//! Each replica counts on its own (the request limit is the one shared through Redis).
+//! With `MAAS_REDIS_URL` the count is in Redis, one limit for every replica; otherwise each
+//! replica counts on its own.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use maas_ratelimit::redis::RedisLimiter;
 use maas_ratelimit::{Decision, KeyedLimiter, Quota};
 use serde_json::json;
 
-/// The token limit of every API key.
+/// The token limit of every API key: this replica's own, or one in Redis for all replicas.
 #[derive(Clone)]
-pub struct TokenLimit {
-    limiter: Arc<KeyedLimiter<String>>,
+pub enum TokenLimit {
+    /// Counted by this replica alone.
+    Local(Arc<KeyedLimiter<String>>),
+    /// Counted in Redis, one limit for every replica (`MAAS_REDIS_URL`).
+    Redis(RedisLimiter),
 }
 
 impl TokenLimit {
-    /// `per_minute` tokens a minute per key (the whole minute's worth may come at once).
-    pub fn new(per_minute: u64) -> Result<TokenLimit, maas_ratelimit::ConfigError> {
+    /// `per_minute` tokens a minute per key, counted here (the whole minute's worth may come
+    /// at once).
+    pub fn local(per_minute: u64) -> Result<TokenLimit, maas_ratelimit::ConfigError> {
         let limiter = KeyedLimiter::token_bucket(Quota::per_minute(per_minute)).build()?;
-        Ok(TokenLimit {
-            limiter: Arc::new(limiter),
-        })
+        Ok(TokenLimit::Local(Arc::new(limiter)))
     }
 
     /// Admits `estimate` tokens for `key`: the charge to reconcile, or the refusal (a 429).
-    pub fn admit(&self, key: &str, estimate: u64) -> Result<Charge, Refused> {
-        let decision = self.limiter.check_n(key, estimate);
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while Redis is asked, the estimate may have been charged and is not given
+    /// back (the limit errs on the strict side).
+    pub async fn admit(&self, key: &str, estimate: u64) -> Result<Charge, Refused> {
+        let decision = match self {
+            TokenLimit::Local(l) => l.check_n(key, estimate),
+            TokenLimit::Redis(r) => r.check(key, estimate).await,
+        };
         if !decision.is_allowed() {
             return Err(Refused { decision, estimate });
         }
@@ -67,17 +79,34 @@ impl Charge {
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        let limiter = &self.limit.limiter;
-        if self.used < self.estimate {
-            limiter.refund(&self.key, self.estimate - self.used);
-        } else if self.used > self.estimate {
-            // Over the estimate (an upstream that ignored max_tokens): charged as far as the
-            // key has tokens left.
-            let extra = self.used - self.estimate;
-            if !limiter.check_n(&self.key, extra).is_allowed() {
-                let left = limiter.peek(&self.key, 0).remaining();
-                limiter.check_n(&self.key, left);
+        let (unused, extra) = (
+            self.estimate.saturating_sub(self.used),
+            self.used.saturating_sub(self.estimate),
+        );
+        match &self.limit {
+            TokenLimit::Local(l) => {
+                if unused > 0 {
+                    l.refund(&self.key, unused);
+                } else if extra > 0 && !l.check_n(&self.key, extra).is_allowed() {
+                    // Over the estimate (an upstream that ignored max_tokens): charged as
+                    // far as the key has tokens left.
+                    let left = l.peek(&self.key, 0).remaining();
+                    l.check_n(&self.key, left);
+                }
             }
+            TokenLimit::Redis(r) if unused > 0 || extra > 0 => {
+                let (r, key) = (r.clone(), std::mem::take(&mut self.key));
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        if unused > 0 {
+                            r.refund(&key, unused).await;
+                        } else {
+                            r.check(&key, extra).await;
+                        }
+                    });
+                }
+            }
+            TokenLimit::Redis(_) => {}
         }
     }
 }

@@ -215,7 +215,11 @@ async fn complete(
         .collect();
     let prompt_tokens: u64 = messages.iter().map(|(_, c)| message_tokens(c)).sum();
     // Admitted by the estimate; the charge settles with the real usage when it is dropped.
-    let mut charge = match s.tokens.admit(&caller.key, prompt_tokens + max_tokens) {
+    let mut charge = match s
+        .tokens
+        .admit(&caller.key, prompt_tokens + max_tokens)
+        .await
+    {
         Ok(charge) => charge,
         Err(refused) => return Ok(refused.into_response()),
     };
