@@ -365,13 +365,9 @@ impl Platform {
                     .metrics(&limit_metrics, "api")
                     .build_http(),
             )
-            // OpenAI's names for the request limit's headers, on every /v1 answer.
-            .layer(axum::middleware::map_response(
-                |mut response: axum::response::Response| async move {
-                    chat::request_headers(response.headers_mut());
-                    response
-                },
-            ))
+            // OpenAI's names for the request limit's headers, and its error shape on the
+            // OpenAI routes.
+            .layer(axum::middleware::from_fn(chat::openai_limits))
             .layer(axum::middleware::from_fn_with_state(
                 store.clone(),
                 auth::require_key,

@@ -333,6 +333,22 @@ async fn v1_is_rate_limited_per_api_key() {
         .unwrap();
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(r.headers()["x-ratelimit-remaining-requests"], "0");
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "rate_limited");
+    // On the OpenAI routes the same refusal is in OpenAI's error shape.
+    let r = api
+        .http
+        .get(format!("{}/v1/models", api.base))
+        .bearer_auth(api.key("acme").await)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(r.headers()["x-ratelimit-limit-requests"], "5");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "requests", "{body}");
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
     // The limit is the key's: a key of another tenant, or a second key of acme, is not
     // affected; health checks are not limited.
     assert_eq!(api.get("/v1/tenants/globex/quota", "globex").await.0, 200);

@@ -180,9 +180,49 @@ fn refusal(d: &Decision, estimate: u64) -> Response {
     response
 }
 
+/// Wraps every `/v1` answer (outside the request limiter): its `RateLimit-*` headers are
+/// given OpenAI's names too, and on the OpenAI routes the request limiter's 429 is rewritten
+/// into OpenAI's error shape (`"type": "requests"`), so OpenAI clients read it as their typed
+/// rate-limit error.
+pub(crate) async fn openai_limits(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let openai = matches!(
+        (req.method().as_str(), req.uri().path()),
+        ("POST", "/chat/completions") | ("GET", "/models")
+    );
+    let mut response = next.run(req).await;
+    request_headers(response.headers_mut());
+    let from_request_limit = response.status() == StatusCode::TOO_MANY_REQUESTS
+        && !response.headers().contains_key("x-ratelimit-limit-tokens");
+    if !(openai && from_request_limit) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let message = match axum::body::to_bytes(body, 64 << 10).await {
+        Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "too many requests".into()),
+        Err(_) => "too many requests".into(),
+    };
+    let body = json!({ "error": { "message": format!("rate limit reached for requests: {message}"),
+                                  "type": "requests", "param": null,
+                                  "code": "rate_limit_exceeded" } });
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let mut rewritten = (parts.status, axum::Json(body)).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != axum::http::header::CONTENT_TYPE {
+            rewritten.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    rewritten
+}
+
 /// Mirrors the request limit's `RateLimit-*` headers (set by the `/v1` request limiter) as
 /// OpenAI's `x-ratelimit-*-requests`.
-pub(crate) fn request_headers(headers: &mut HeaderMap) {
+fn request_headers(headers: &mut HeaderMap) {
     for (from, to) in [
         ("ratelimit-limit", "x-ratelimit-limit-requests"),
         ("ratelimit-remaining", "x-ratelimit-remaining-requests"),

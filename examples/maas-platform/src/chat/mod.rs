@@ -23,7 +23,7 @@ mod upstream;
 
 pub use backend::{Backend, BackendError, Completion, Simulated, Tokens};
 pub use gateway::{Answer, Gateway};
-pub(crate) use limit::request_headers;
+pub(crate) use limit::openai_limits;
 pub use limit::{Charge, Refused, TokenLimit};
 pub(crate) use routes::routes;
 pub use upstream::Upstream;
