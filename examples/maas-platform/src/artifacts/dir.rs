@@ -89,16 +89,27 @@ impl ArtifactStore for DirStore {
             let mut partial = Partial(Some(tmp.clone()));
             let (digest, size) = write(&tmp, body, max).await?;
             let path = self.path(&digest);
-            let new = !tokio::fs::try_exists(&path)
-                .await
-                .map_err(PutError::Store)?;
-            if new {
-                tokio::fs::rename(&tmp, &path)
-                    .await
-                    .map_err(PutError::Store)?;
-                partial.0 = None;
-            }
-            // Otherwise the same bytes are there already; `partial` removes this copy.
+            // A hard link puts the file in place only if none is there — atomically, so of
+            // two identical uploads at once exactly one is `new`. `partial` then removes the
+            // temporary name (or this copy, when the bytes were there already).
+            let new = match tokio::fs::hard_link(&tmp, &path).await {
+                Ok(()) => true,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+                Err(_) => {
+                    // A filesystem without hard links: the same, less atomically.
+                    let new = !tokio::fs::try_exists(&path)
+                        .await
+                        .map_err(PutError::Store)?;
+                    if new {
+                        tokio::fs::rename(&tmp, &path)
+                            .await
+                            .map_err(PutError::Store)?;
+                        partial.0 = None;
+                    }
+                    new
+                }
+            };
+            drop(partial);
             Ok(Stored { digest, size, new })
         })
     }
@@ -175,6 +186,17 @@ mod tests {
         assert!(s.remove(&a.digest).await.unwrap());
         assert!(s.prefix(&a.digest, 5).await.unwrap().is_none());
         assert!(!s.remove(&a.digest).await.unwrap());
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[tokio::test]
+    async fn of_identical_uploads_at_once_exactly_one_is_new() {
+        let (s, root) = store();
+        let puts = (0..8).map(|_| s.put(body(vec![Ok(b"same "), Ok(b"bytes")]), 100));
+        let stored = futures::future::join_all(puts).await;
+        let new = stored.iter().filter(|r| r.as_ref().unwrap().new).count();
+        assert_eq!(new, 1);
+        assert_eq!(leftovers(&root), 0);
         std::fs::remove_dir_all(root).unwrap();
     }
 

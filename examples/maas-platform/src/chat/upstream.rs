@@ -84,11 +84,11 @@ impl Backend for Upstream {
                 .map_err(|e| failed("calling the upstream", e))?;
             let status = response.status();
             if !status.is_success() {
+                // The body stays in the log: the tenant sees only the status.
                 let text = response.text().await.unwrap_or_default();
                 let text: String = text.chars().take(300).collect();
-                return Err(BackendError::Failed(format!(
-                    "upstream answered {status}: {text}"
-                )));
+                tracing::warn!(%status, body = %text, "the upstream refused a completion");
+                return Err(BackendError::Failed(format!("upstream answered {status}")));
             }
             Ok(events(response.bytes_stream().boxed(), this.timeout))
         })
