@@ -95,8 +95,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(key) = platform.demo_key() {
         println!("API key of the demo tenant: {key}");
         println!(
-            "try: curl -X POST http://{}/v1/models -H 'authorization: Bearer {key}' \
-             -H 'content-type: application/json' -d '{{\"name\":\"llama-3-8b\"}}'",
+            "try: curl http://{}/v1/chat/completions -H 'authorization: Bearer {key}' \
+             -H 'content-type: application/json' \
+             -d '{{\"model\":\"maas-fallback\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}]}}'",
             platform.addr()
         );
     }
