@@ -33,6 +33,8 @@ pub struct AppState {
     pub(crate) refusals: crate::store::Refusals,
     /// Chat completions: the backends behind the breaker, and the fallback model.
     pub chat: crate::chat::Gateway,
+    /// Resolves when the listeners stop: streams in progress end then.
+    pub(crate) stopped: crate::Stopped,
     /// Tokens per minute per API key.
     pub tokens: crate::chat::TokenLimit,
     /// Where model files are stored.

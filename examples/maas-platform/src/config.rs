@@ -93,6 +93,14 @@ pub struct Config {
     /// default 30); past it the answer is a JSON 504. A model upload is not limited as a
     /// whole: it fails (408) only when its body stops arriving for this long.
     pub request_timeout: Duration,
+    /// How long the listeners keep serving after the shutdown starts, `/health/ready`
+    /// answering 503 and every answer closing its connection, so that load balancers take the
+    /// replica out before it stops (`MAAS_DRAIN_SECS`, default 0; the chart sets it).
+    pub drain: Duration,
+    /// How long requests in flight may take to finish once the listeners stop, before their
+    /// connections are cut — idle keep-alive connections and long streams included
+    /// (`MAAS_SHUTDOWN_DEADLINE_SECS`, default 20).
+    pub shutdown_deadline: Duration,
     /// Alert robots: `MAAS_DINGTALK_WEBHOOK` (+ `MAAS_DINGTALK_SECRET`), `MAAS_WECOM_WEBHOOK`.
     pub robots: crate::alerts::Robots,
 }
@@ -128,6 +136,8 @@ impl std::fmt::Debug for Config {
             .field("fallback_model", &self.fallback_model)
             .field("token_delay", &self.token_delay)
             .field("request_timeout", &self.request_timeout)
+            .field("drain", &self.drain)
+            .field("shutdown_deadline", &self.shutdown_deadline)
             .field("robots", &self.robots)
             .finish()
     }
@@ -163,6 +173,8 @@ impl Default for Config {
             fallback_model: "maas-fallback".to_owned(),
             token_delay: Duration::from_millis(20),
             request_timeout: Duration::from_secs(30),
+            drain: Duration::ZERO,
+            shutdown_deadline: Duration::from_secs(20),
             robots: crate::alerts::Robots::default(),
         }
     }
@@ -318,6 +330,13 @@ impl Config {
         if let Some(v) = lookup("MAAS_REQUEST_TIMEOUT_SECS") {
             c.request_timeout =
                 Duration::from_secs(positive::<u32>("MAAS_REQUEST_TIMEOUT_SECS", &v)?.into());
+        }
+        if let Some(v) = lookup("MAAS_DRAIN_SECS") {
+            c.drain = Duration::from_secs(parse("MAAS_DRAIN_SECS", &v, "whole seconds")?);
+        }
+        if let Some(v) = lookup("MAAS_SHUTDOWN_DEADLINE_SECS") {
+            c.shutdown_deadline =
+                Duration::from_secs(positive::<u32>("MAAS_SHUTDOWN_DEADLINE_SECS", &v)?.into());
         }
         for (name, slot) in [
             ("MAAS_DINGTALK_WEBHOOK", &mut c.robots.dingtalk),

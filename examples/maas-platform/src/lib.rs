@@ -37,6 +37,7 @@ pub mod chat;
 mod config;
 mod hardening;
 pub mod keys;
+mod lifecycle;
 mod limits;
 mod outbox;
 mod refunds;
@@ -132,6 +133,10 @@ pub struct Platform {
     redis_limiters: Vec<maas_ratelimit::redis::RedisLimiter>,
     /// The build tasks' outbox relay.
     relay: Option<outbox::Relay>,
+    /// Set when the shutdown starts (see [`Platform::shutdown`]).
+    draining: Arc<std::sync::atomic::AtomicBool>,
+    drain: Duration,
+    shutdown_deadline: Duration,
 }
 
 impl Platform {
@@ -340,7 +345,10 @@ impl Platform {
             None
         };
 
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let stopped = Stopped(stopped);
         let state = api::AppState {
+            stopped: stopped.clone(),
             store: store.clone(),
             engine: engine.clone(),
             outbox: wake,
@@ -355,6 +363,14 @@ impl Platform {
             topic: config.build_topic.clone(),
             robots: config.robots.clone(),
             http: reqwest::Client::new(),
+        };
+        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let health = lifecycle::Health {
+            draining: draining.clone(),
+            store: store.clone(),
+            producer: producer.clone(),
+            topic: config.build_topic.clone(),
+            redis: redis_limiters.clone(),
         };
         // Authentication runs first, then the request limit keyed by the caller's key.
         let v1 = api::routes(state.clone())
@@ -374,7 +390,12 @@ impl Platform {
             ));
         let app = axum::Router::new()
             .nest("/v1", v1)
-            .route("/health", axum::routing::get(api::health))
+            .route("/health", axum::routing::get(lifecycle::live))
+            .route("/health/live", axum::routing::get(lifecycle::live))
+            .route(
+                "/health/ready",
+                axum::routing::get(lifecycle::ready).with_state(health),
+            )
             .merge(metrics_router(registry.clone()))
             .fallback(api::no_route)
             .method_not_allowed_fallback(api::no_method);
@@ -383,10 +404,16 @@ impl Platform {
                 HttpMetricsLayer::builder()
                     .exclude("/metrics")
                     .exclude("/health")
+                    .exclude("/health/live")
+                    .exclude("/health/ready")
                     .build(&registry)
                     .map_err(metrics_err)?,
             )
-            .layer(HttpTraceLayer::new());
+            .layer(HttpTraceLayer::new())
+            .layer(axum::middleware::from_fn_with_state(
+                draining.clone(),
+                lifecycle::close_when_draining,
+            ));
 
         let admin_app = admin::routes(state)
             .layer(axum::middleware::from_fn_with_state(
@@ -396,13 +423,15 @@ impl Platform {
             .route("/health", axum::routing::get(api::health))
             .fallback(api::no_route)
             .method_not_allowed_fallback(api::no_method);
-        let admin_app =
-            hardening::harden(admin_app, config.request_timeout).layer(HttpTraceLayer::new());
+        let admin_app = hardening::harden(admin_app, config.request_timeout)
+            .layer(HttpTraceLayer::new())
+            .layer(axum::middleware::from_fn_with_state(
+                draining.clone(),
+                lifecycle::close_when_draining,
+            ));
 
         let (listener, addr) = listen(config.addr).await?;
         let (admin_listener, admin_addr) = listen(config.admin_addr).await?;
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let stopped = Stopped(stopped);
         let server = tokio::spawn({
             let stopped = stopped.clone();
             async move {
@@ -437,6 +466,9 @@ impl Platform {
             engine,
             redis_limiters,
             relay: Some(relay),
+            draining,
+            drain: config.drain,
+            shutdown_deadline: config.shutdown_deadline,
         })
     }
 
@@ -462,28 +494,52 @@ impl Platform {
         self.demo_key.as_deref()
     }
 
-    /// Stops taking requests, lets those in progress finish, then stops the builders (they
-    /// commit what they handled), flushes the producer and stops the saga engine.
+    /// Shuts down in a fixed order: `/health/ready` answers 503 and every answer closes its
+    /// connection at once; the listeners keep serving for the drain delay
+    /// (`MAAS_DRAIN_SECS`); then they stop taking connections and requests in flight get
+    /// the shutdown deadline (`MAAS_SHUTDOWN_DEADLINE_SECS`) to finish — past it, the
+    /// connections left (idle keep-alives, long streams) are cut. Then the builders stop
+    /// and commit what they handled, the outbox relay and the producer flush, rate-limit
+    /// leases go back to Redis, and the saga engine releases its leases.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropped part-way, the steps not reached do not run.
     pub async fn shutdown(mut self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Release);
+        tracing::info!(
+            drain_ms = self.drain.as_millis() as u64,
+            "draining: not ready, connections close"
+        );
+        tokio::time::sleep(self.drain).await;
         self.stop.send_replace(true);
+        let deadline = tokio::time::Instant::now() + self.shutdown_deadline;
         for server in [&mut self.server, &mut self.admin_server] {
-            match server.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server ended with an error"),
-                Err(e) => tracing::warn!(error = %e, "HTTP server task ended abnormally"),
+            match tokio::time::timeout_at(deadline, &mut *server).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task ended abnormally"),
+                Err(_) => {
+                    tracing::warn!(
+                        deadline_ms = self.shutdown_deadline.as_millis() as u64,
+                        "requests still in flight at the shutdown deadline: their connections are cut"
+                    );
+                    server.abort();
+                }
             }
-        }
-        for limiter in &self.redis_limiters {
-            let units = limiter.give_back_leases().await;
-            tracing::info!(units, "limit leases given back to Redis");
-        }
-        if let Some(relay) = self.relay.take() {
-            relay.shutdown().await;
         }
         for b in self.builders.drain(..) {
             b.shutdown().await;
         }
+        if let Some(relay) = self.relay.take() {
+            relay.shutdown().await;
+        }
         self.producer.shutdown().await;
+        for limiter in &self.redis_limiters {
+            let units = limiter.give_back_leases().await;
+            tracing::info!(units, "limit leases given back to Redis");
+        }
         self.engine.shutdown(Duration::from_secs(5)).await;
         if let Some(dir) = self.own_data_dir.take()
             && let Err(e) = std::fs::remove_dir_all(&dir)
@@ -508,12 +564,12 @@ async fn listen(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr
     Ok((listener, local))
 }
 
-/// The stop signal, which both listeners wait for.
+/// The stop signal, which both listeners (and streams in progress) wait for.
 #[derive(Clone)]
-struct Stopped(tokio::sync::watch::Receiver<bool>);
+pub(crate) struct Stopped(tokio::sync::watch::Receiver<bool>);
 
 impl Stopped {
-    async fn wait(mut self) {
+    pub(crate) async fn wait(mut self) {
         let _ = self.0.wait_for(|stopped| *stopped).await;
     }
 }

@@ -245,13 +245,17 @@ async fn complete(
     let mut headers = axum::http::HeaderMap::new();
     charge.headers(&mut headers);
     let mut response = if request.stream {
-        stream(
+        // A stream in progress ends when the listeners stop (after the drain), so the
+        // shutdown never waits on it.
+        let events = stream(
             answer,
             id,
             (prompt_tokens, max_tokens),
             include_usage,
             charge,
         )
+        .take_until(s.stopped.clone().wait());
+        Sse::new(events).into_response()
     } else {
         whole(answer, id, prompt_tokens, max_tokens, charge).await?
     };
@@ -308,14 +312,14 @@ async fn whole(
     Ok(Json(body).into_response())
 }
 
-/// The answer as server-sent `chat.completion.chunk` events, then `[DONE]`.
+/// The answer's server-sent `chat.completion.chunk` events, then `[DONE]`.
 fn stream(
     answer: Answer,
     id: String,
     (prompt_tokens, max_tokens): (u64, u64),
     include_usage: bool,
     charge: Charge,
-) -> Response {
+) -> impl futures::Stream<Item = Result<Event, Infallible>> + Send + use<> {
     let created = now();
     let model = answer.model.clone();
     let chunk = move |delta: Value, finish: Option<&str>| {
@@ -330,15 +334,14 @@ fn stream(
     }
     let first = answer.first.map(Ok);
     let tokens = futures::stream::iter(first).chain(answer.rest).boxed();
-    let events = async_stream(
+    async_stream(
         head,
         tokens,
         chunk,
         (prompt_tokens, max_tokens),
         include_usage,
         charge,
-    );
-    Sse::new(events).into_response()
+    )
 }
 
 /// The events of a stream: the head, one chunk a token, the finish, usage if asked, `[DONE]`

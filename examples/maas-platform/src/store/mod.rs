@@ -116,6 +116,15 @@ impl Store {
         })
     }
 
+    /// Whether the database answers (`SELECT 1`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.ping()?,
+            Store::Postgres(p) => p.ping().await?,
+        }
+        Ok(())
+    }
+
     /// `tenant`'s models that are `ready`, by id.
     pub async fn ready_models(&self, tenant: &str) -> Result<Vec<Model>, StoreError> {
         Ok(match self {

@@ -102,6 +102,15 @@ impl PgApp {
         Ok(row.as_ref().map(model_of))
     }
 
+    pub(super) async fn ping(&self) -> Result<(), tokio_postgres::Error> {
+        self.client
+            .lock()
+            .await
+            .simple_query("SELECT 1")
+            .await
+            .map(|_| ())
+    }
+
     pub(super) async fn ready_models(
         &self,
         tenant: &str,

@@ -60,6 +60,11 @@ impl SqliteApp {
             .optional()
     }
 
+    /// See [`Store::ping`](super::Store::ping).
+    pub fn ping(&self) -> rusqlite::Result<()> {
+        self.conn().query_row("SELECT 1", [], |_| Ok(()))
+    }
+
     /// See [`Store::ready_models`](super::Store::ready_models).
     pub fn ready_models(&self, tenant: &str) -> rusqlite::Result<Vec<Model>> {
         let conn = self.conn();
