@@ -66,6 +66,9 @@ fn helm_chart_renders_the_committed_manifests_and_they_validate() {
         "readOnlyRootFilesystem: true",
         "checksum/config:",
         "MAAS_REDIS_URL:",
+        "kind: NetworkPolicy",
+        "path: /health/ready",
+        "kind: PersistentVolumeClaim",
     ] {
         assert!(
             rendered.contains(needle),
@@ -91,22 +94,25 @@ fn helm_chart_renders_the_committed_manifests_and_they_validate() {
     assert!(variant.contains("replicas: 3") && !variant.contains("kind: Secret"));
     let dir = std::env::temp_dir().join(format!("maas-platform-k8s-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    // 1.29 is the oldest Kubernetes the chart supports (the preStop `sleep` handler).
     for (name, manifests) in [("default.yaml", &rendered), ("variant.yaml", &variant)] {
         let path = dir.join(name);
         std::fs::write(&path, manifests).unwrap();
-        let out = run(
-            "python3",
-            &[
-                "-m",
-                "kubernetes_validate",
-                "--strict",
-                "-k",
-                "1.33.0",
-                path.to_str().unwrap(),
-            ],
-            "k8s",
-        );
-        assert!(!out.contains("ERROR"), "{out}");
+        for version in ["1.29.0", "1.33.0"] {
+            let out = run(
+                "python3",
+                &[
+                    "-m",
+                    "kubernetes_validate",
+                    "--strict",
+                    "-k",
+                    version,
+                    path.to_str().unwrap(),
+                ],
+                "k8s",
+            );
+            assert!(!out.contains("ERROR"), "Kubernetes {version}: {out}");
+        }
     }
     let _ = std::fs::remove_dir_all(dir);
 }
