@@ -72,11 +72,6 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `GET /health`.
-pub async fn health() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
-}
-
 /// The answer to a path no route serves: JSON 404.
 pub async fn no_route(req: Request) -> ApiError {
     ApiError::NotFound(format!("no route {}", req.uri().path()))
@@ -287,10 +282,10 @@ async fn upload(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > s.max_model_bytes) {
-        return Err(ApiError::TooLarge(format!(
-            "the model file is over the maximum of {} bytes",
-            s.max_model_bytes
-        )));
+        let e = PutError::TooLarge {
+            max: s.max_model_bytes,
+        };
+        return Err(ApiError::TooLarge(e.to_string()));
     }
     // A tenant that cannot pay is told before it sends gigabytes; the saga still decides.
     let left = credits_left(&s, &tenant).await?;
@@ -351,14 +346,13 @@ async fn upload(
     let saga = saga
         .build()
         .map_err(|e| unavailable("building the saga", e))?;
-    let outcome = match s.engine.run(saga).await {
-        Ok(outcome) => outcome,
-        Err(e) => {
-            // The saga's fate is the engine's to settle (recovery may still commit it), so
-            // its file stays.
-            return Err(unavailable("running the create-model saga", e));
-        }
-    };
+    // On an error the saga's fate is the engine's to settle (recovery may still commit
+    // it), so its file stays.
+    let outcome = s
+        .engine
+        .run(saga)
+        .await
+        .map_err(|e| unavailable("running the create-model saga", e))?;
     if outcome.status != Status::Committed {
         // Nothing refers to the file. (An identical upload racing this one may have found it
         // present and be about to register it: its build then fails `missing` and is

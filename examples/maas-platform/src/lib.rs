@@ -420,7 +420,7 @@ impl Platform {
                 admin_token,
                 auth::require_admin,
             ))
-            .route("/health", axum::routing::get(api::health))
+            .route("/health", axum::routing::get(lifecycle::live))
             .fallback(api::no_route)
             .method_not_allowed_fallback(api::no_method);
         let admin_app = hardening::harden(admin_app, config.request_timeout)
