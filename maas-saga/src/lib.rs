@@ -59,7 +59,8 @@
 //! # Feature flags
 //!
 //! * `sqlite` — `SqliteStore` and the SQLite barrier (bundled SQLite).
-//! * `postgres` — `PgStore` and the PostgreSQL barrier.
+//! * `postgres` — `PgStore` and the PostgreSQL barrier, on a [`deadpool_postgres`] pool
+//!   (re-exported, so a pool you build matches the version these take).
 //! * `http` — `HttpParticipant`: steps as JSON `POST`s.
 //! * `prometheus` — [`metrics::SagaMetrics`].
 
@@ -92,6 +93,9 @@ pub use operation::{Operation, UnknownOperation};
 pub use participant::{BoxError, BranchCall, Participant, Reply, participant};
 pub use retry::RetryPolicy;
 pub use store::{MemoryStore, SagaStore};
+
+#[cfg(feature = "postgres")]
+pub use deadpool_postgres;
 
 /// The README's example, compiled as a doctest.
 #[cfg(all(doctest, feature = "postgres", feature = "http"))]

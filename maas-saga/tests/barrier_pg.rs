@@ -154,11 +154,14 @@ async fn a_scheduled_cleanup_deletes_old_rows_and_stops_when_dropped() {
             .unwrap()
             .get::<_, i64>(0)
     };
-    let cleanup = postgres::spawn_cleanup(
-        std::sync::Arc::new(connect(&schema.url).await),
-        Duration::from_millis(50),
-        Duration::from_millis(20),
-    );
+    let config: tokio_postgres::Config = schema.url.parse().unwrap();
+    let manager = maas_saga::deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
+    let pool = maas_saga::deadpool_postgres::Pool::builder(manager)
+        .max_size(1)
+        .build()
+        .unwrap();
+    let cleanup =
+        postgres::spawn_cleanup(pool, Duration::from_millis(50), Duration::from_millis(20));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while rows().await > 0 {
         assert!(

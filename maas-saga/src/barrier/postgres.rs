@@ -19,7 +19,6 @@
 //! }
 //! ```
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_postgres::GenericClient;
@@ -125,28 +124,35 @@ pub async fn cleanup(
         .await
 }
 
-/// Runs [`cleanup`] with `retention` now and then every `every`, on `client`, until the
-/// returned task is dropped. Needs a tokio runtime. Choose a retention longer than any
-/// transaction can live (its deadline or TTL plus the time recovery may take): a row deleted
-/// while its transaction can still call would let a late attempt apply.
+/// Runs [`cleanup`] with `retention` now and then every `every`, on a connection from `pool`
+/// taken for each run (so a database restart costs one failed run, logged, not the task),
+/// until the returned task is dropped. Needs a tokio runtime. Choose a retention longer than
+/// any transaction can live (its deadline or TTL plus the time recovery may take): a row
+/// deleted while its transaction can still call would let a late attempt apply.
 ///
 /// ```no_run
-/// # async fn demo(client: std::sync::Arc<tokio_postgres::Client>) {
+/// # async fn demo(pool: maas_saga::deadpool_postgres::Pool) {
 /// use std::time::Duration;
 /// use maas_saga::barrier::postgres;
-/// let cleanup = postgres::spawn_cleanup(client, Duration::from_secs(7 * 24 * 3600), Duration::from_secs(600));
+/// let cleanup = postgres::spawn_cleanup(pool, Duration::from_secs(7 * 24 * 3600), Duration::from_secs(600));
 /// // ... serve; dropping `cleanup` stops it.
 /// # drop(cleanup); }
 /// ```
 pub fn spawn_cleanup(
-    client: Arc<tokio_postgres::Client>,
+    pool: deadpool_postgres::Pool,
     retention: Duration,
     every: Duration,
 ) -> CleanupTask {
     CleanupTask::every(every, move || {
-        let client = client.clone();
+        let pool = pool.clone();
         async move {
-            match cleanup(&*client, retention).await {
+            let deleted = match pool.get().await {
+                Ok(client) => cleanup(&**client, retention)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match deleted {
                 Ok(n) => tracing::debug!(target: "maas_saga", deleted = n, "barrier cleanup"),
                 Err(e) => tracing::warn!(target: "maas_saga", error = %e, "barrier cleanup failed"),
             }

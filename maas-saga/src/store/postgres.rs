@@ -6,10 +6,9 @@
 //! rows; unfinished transactions are found through a partial index; times come from the
 //! database clock, so engines on hosts with skewed clocks still agree on lease expiry.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Mutex;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::{Client, NoTls, Row};
 
 use super::batch::{Batcher, Write, first_creates};
@@ -44,30 +43,53 @@ const SCHEMA: &[&str] = &[
         WHERE status IN ('committed', 'compensated');",
 ];
 
-async fn connect(config: &str) -> Result<Client, StoreError> {
-    let (client, connection) = tokio_postgres::connect(config, NoTls)
-        .await
-        .map_err(backend)?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "saga store connection closed");
-        }
-    });
-    Ok(client)
+/// How long opening a connection may take before the call that needs it fails: while the
+/// database is unreachable, calls fail within this instead of hanging.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a call waits for a free pooled connection.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A pool for `config` (libpq style) without TLS, of at most `size` connections.
+///
+/// Connections are checked when they are handed out (a connection the server closed — a
+/// restart, a failover — is dropped and a new one opened), so the store recovers on its
+/// own once the database is back.
+fn pool(config: &str, size: usize) -> Result<Pool, StoreError> {
+    let config: tokio_postgres::Config = config.parse().map_err(backend)?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .wait_timeout(Some(WAIT_TIMEOUT))
+        .build()
+        .map_err(backend)
 }
 
 /// A [`SagaStore`] in PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PgStore {
-    control: Arc<Mutex<Client>>,
+    pool: Pool,
     writer: Batcher,
 }
 
 impl PgStore {
     /// Connects with a libpq-style configuration string (e.g.
-    /// `host=127.0.0.1 user=postgres dbname=app`) and migrates the schema. Opens five
-    /// connections: four committing batched writes in parallel, one for claims, renewals
-    /// and queries (see [`connect_with`](PgStore::connect_with) for another number).
+    /// `host=127.0.0.1 user=postgres dbname=app`) and migrates the schema. Uses a pool of up
+    /// to six connections: four committing batched writes in parallel, the rest for claims,
+    /// renewals and queries (see [`connect_with`](PgStore::connect_with) for another number).
+    /// The connection is plain TCP; for TLS build a pool with a TLS connector and use
+    /// [`from_pool`](PgStore::from_pool).
+    ///
+    /// A connection lost later (the server restarted) is replaced when next needed: calls
+    /// fail with [`StoreError::Backend`] while the database is unreachable — within five
+    /// seconds, not hanging — and work again once it is back, without a new store.
     ///
     /// # Cancel safety
     ///
@@ -78,31 +100,76 @@ impl PgStore {
     }
 
     /// Like [`connect`](PgStore::connect), with `writers` connections committing batches in
-    /// parallel (plus one for claims, renewals and queries).
+    /// parallel (plus two for claims, renewals and queries).
     ///
     /// # Cancel safety
     ///
     /// Cancel safe, as [`connect`](PgStore::connect).
     pub async fn connect_with(config: &str, writers: usize) -> Result<Self, StoreError> {
-        let mut control = connect(config).await?;
-        migrate(&mut control).await?;
-        let mut commits = Vec::new();
-        for _ in 0..writers.max(1) {
-            let client = connect(config).await?;
-            let statement = client.prepare(BATCH).await.map_err(backend)?;
-            let writer = Arc::new((client, statement));
-            commits.push(move |writes: Vec<Write>| {
-                let writer = writer.clone();
-                async move {
-                    let result = commit_batch(&writer.0, &writer.1, &writes).await;
-                    (writes, result)
-                }
-            });
+        let writers = writers.max(1);
+        Self::from_pool_with(pool(config, writers + 2)?, writers).await
+    }
+
+    /// A store on connections from `pool` (which the caller configured: TLS, sizes, timeouts)
+    /// with four batch writers; migrates the schema. Each writer holds a connection only
+    /// while it commits a batch, so the pool needs at least five connections to commit four
+    /// batches while a claim runs.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use maas_saga::store::PgStore;
+    /// use maas_saga::deadpool_postgres::{Manager, Pool};
+    ///
+    /// let config: tokio_postgres::Config = "host=db user=maas dbname=maas".parse()?;
+    /// let manager = Manager::new(config, tokio_postgres::NoTls); // or a TLS connector
+    /// let pool = Pool::builder(manager).max_size(8).build()?;
+    /// let store = PgStore::from_pool(pool).await?;
+    /// # drop(store); Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the migration runs in a transaction of its own.
+    pub async fn from_pool(pool: Pool) -> Result<Self, StoreError> {
+        Self::from_pool_with(pool, 4).await
+    }
+
+    /// Like [`from_pool`](PgStore::from_pool), with `writers` batch writers.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`from_pool`](PgStore::from_pool).
+    pub async fn from_pool_with(pool: Pool, writers: usize) -> Result<Self, StoreError> {
+        {
+            let mut control = pool.get().await.map_err(backend)?;
+            migrate(&mut control).await?;
         }
+        let commits = (0..writers.max(1))
+            .map(|_| {
+                let pool = pool.clone();
+                move |writes: Vec<Write>| {
+                    let pool = pool.clone();
+                    async move {
+                        let result = match pool.get().await {
+                            Ok(client) => match client.prepare_cached(BATCH).await {
+                                Ok(statement) => commit_batch(&client, &statement, &writes).await,
+                                Err(e) => Err(backend(e)),
+                            },
+                            Err(e) => Err(backend(e)),
+                        };
+                        (writes, result)
+                    }
+                }
+            })
+            .collect();
         Ok(PgStore {
-            control: Arc::new(Mutex::new(control)),
+            pool,
             writer: Batcher::spawn(256, commits),
         })
+    }
+
+    async fn control(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(backend)
     }
 }
 
@@ -311,7 +378,7 @@ impl SagaStore for PgStore {
     ) -> BoxFuture<'a, Result<Vec<Renewed>, StoreError>> {
         Box::pin(async move {
             let ids: Vec<String> = ids.iter().map(|i| i.as_str().to_owned()).collect();
-            let client = self.control.lock().await;
+            let client = self.control().await?;
             let rows = client
                 .query(
                     "WITH held AS (
@@ -351,7 +418,7 @@ impl SagaStore for PgStore {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
         Box::pin(async move {
-            let client = self.control.lock().await;
+            let client = self.control().await?;
             let rows = client
                 .query(
                     &format!(
@@ -381,7 +448,7 @@ impl SagaStore for PgStore {
 
     fn get<'a>(&'a self, id: &'a SagaId) -> BoxFuture<'a, Result<Option<SagaRecord>, StoreError>> {
         Box::pin(async move {
-            let client = self.control.lock().await;
+            let client = self.control().await?;
             let row = client
                 .query_opt(
                     &format!("SELECT {COLUMNS} FROM maas_saga s WHERE s.id = $1"),
@@ -399,7 +466,7 @@ impl SagaStore for PgStore {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<SagaRecord>, StoreError>> {
         Box::pin(async move {
-            let client = self.control.lock().await;
+            let client = self.control().await?;
             let rows = client
                 .query(
                     &format!(
@@ -420,7 +487,7 @@ impl SagaStore for PgStore {
         request: AdminRequest,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
-            let client = self.control.lock().await;
+            let client = self.control().await?;
             let n = client
                 .execute(
                     "UPDATE maas_saga SET request = CASE WHEN request = 'abort' THEN 'abort' ELSE $2 END
@@ -435,7 +502,7 @@ impl SagaStore for PgStore {
 
     fn gc(&self, retention: Duration) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
-            let client = self.control.lock().await;
+            let client = self.control().await?;
             client
                 .execute(
                     "DELETE FROM maas_saga WHERE status IN ('committed', 'compensated')
