@@ -52,7 +52,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, GenericClient, NoTls};
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{AsyncMessage, GenericClient, NoTls, Socket};
 
 use super::relay::{self, Report};
 use super::{Stats, encoding, new_event_id};
@@ -142,10 +143,52 @@ pub async fn notify(client: &impl GenericClient, table: &str) -> Result<(), Outb
     Ok(())
 }
 
+/// The notifications and errors of a relay's connection.
+type Messages = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<AsyncMessage, tokio_postgres::Error>> + Send>,
+>;
+
+/// A connection and its messages, or why there is none.
+type Connected = futures::future::BoxFuture<
+    'static,
+    Result<(tokio_postgres::Client, Messages), tokio_postgres::Error>,
+>;
+
+/// Opens a relay connection: plain, or through the TLS connector given to
+/// [`PgRelayBuilder::tls`].
+#[derive(Clone)]
+struct Connector(Arc<dyn Fn(String) -> Connected + Send + Sync>);
+
+impl Connector {
+    fn new<T>(tls: T) -> Self
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        Connector(Arc::new(move |conninfo: String| {
+            let tls = tls.clone();
+            Box::pin(async move {
+                let (client, mut connection) = tokio_postgres::connect(&conninfo, tls).await?;
+                let messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                Ok((client, Box::pin(messages) as Messages))
+            })
+        }))
+    }
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Connector")
+    }
+}
+
 /// Configures a [`PgRelay`].
 #[derive(Debug, Clone)]
 pub struct PgRelayBuilder {
     conninfo: String,
+    connector: Connector,
     producer: Producer,
     table: String,
     batch: i64,
@@ -169,6 +212,7 @@ impl PgRelay {
     pub fn builder(conninfo: impl Into<String>, producer: Producer) -> PgRelayBuilder {
         PgRelayBuilder {
             conninfo: conninfo.into(),
+            connector: Connector::new(NoTls),
             producer,
             table: "maas_outbox".to_owned(),
             batch: 500,
@@ -195,6 +239,19 @@ impl PgRelay {
 }
 
 impl PgRelayBuilder {
+    /// Connects through `tls` (e.g. `tokio_postgres_rustls::MakeRustlsConnect`) instead of
+    /// plain TCP; the connection string's `sslmode` decides whether TLS is required.
+    pub fn tls<T>(mut self, tls: T) -> Self
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        self.connector = Connector::new(tls);
+        self
+    }
+
     /// The outbox table (default `maas_outbox`).
     pub fn table(mut self, table: impl Into<String>) -> Self {
         self.table = table.into();
@@ -267,11 +324,10 @@ async fn session(
     stats: &Stats,
     report: &mut Report,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = tokio_postgres::connect(&cfg.conninfo, NoTls).await?;
+    let (client, mut messages) = (cfg.connector.0)(cfg.conninfo.clone()).await?;
     let wake = Arc::new(Notify::new());
     let woken = wake.clone();
     let driver = tokio::spawn(async move {
-        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(m) = messages.next().await {
             match m {
                 Ok(AsyncMessage::Notification(_)) => woken.notify_one(),
