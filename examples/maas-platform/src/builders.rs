@@ -44,6 +44,10 @@ pub struct Builder {
     pub builds: IntCounterVec,
 }
 
+/// How long a build waits for the database to come back before it fails (and, after its
+/// retries, is dead-lettered and refunded).
+const PATIENCE: Duration = Duration::from_secs(600);
+
 impl Builder {
     /// Starts one member of the group.
     pub fn start(
@@ -72,7 +76,11 @@ impl Builder {
                 otel.status_code = tracing::field::Empty,
             );
             async move {
-                let built = this.build(m).await;
+                // A database away (restarting) holds the build back; it does not fail it.
+                let built = crate::store::while_database_away("building", PATIENCE, || {
+                    this.build(m.clone())
+                })
+                .await;
                 if built.is_err() {
                     tracing::Span::current().record("otel.status_code", "error");
                 }

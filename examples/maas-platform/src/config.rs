@@ -44,6 +44,13 @@ pub struct Config {
     /// PostgreSQL for models, quota and sagas, shared by replicas (`MAAS_DATABASE_URL`,
     /// libpq style: `host=db user=maas dbname=maas`); none: SQLite files in `data_dir`.
     pub database_url: Option<String>,
+    /// With `sslmode=require` in `MAAS_DATABASE_URL`: a PEM file of the certificate
+    /// authorities that may sign the server's certificate (`MAAS_DATABASE_CA`), trusted besides
+    /// the system's. The certificate and the host name are always verified.
+    pub database_ca: Option<PathBuf>,
+    /// Connections the platform's own pool may open to PostgreSQL (`MAAS_DATABASE_POOL`,
+    /// default 10); the saga store has six more and the outbox relay one.
+    pub database_pool: usize,
     /// This instance's name, which owns its sagas so that a restart recovers them
     /// (`MAAS_INSTANCE`, else `HOSTNAME` — the pod name in Kubernetes — else `maas-platform`).
     pub instance: String,
@@ -118,6 +125,8 @@ impl std::fmt::Debug for Config {
             .field("artifact_dir", &self.artifact_dir)
             .field("max_model_bytes", &self.max_model_bytes)
             .field("database_url", &hidden(&self.database_url))
+            .field("database_ca", &self.database_ca)
+            .field("database_pool", &self.database_pool)
             .field("instance", &self.instance)
             .field("kafka_brokers", &self.kafka_brokers)
             .field("build_topic", &self.build_topic)
@@ -153,6 +162,8 @@ impl Default for Config {
             artifact_dir: None,
             max_model_bytes: 16 << 30,
             database_url: None,
+            database_ca: None,
+            database_pool: 10,
             instance: "maas-platform".to_owned(),
             kafka_brokers: None,
             build_topic: crate::builders::TOPIC.to_owned(),
@@ -219,6 +230,12 @@ impl Config {
             c.max_model_bytes = positive("MAAS_MAX_MODEL_BYTES", &v)?;
         }
         c.database_url = lookup("MAAS_DATABASE_URL");
+        if let Some(v) = lookup("MAAS_DATABASE_CA") {
+            c.database_ca = Some(PathBuf::from(v));
+        }
+        if let Some(v) = lookup("MAAS_DATABASE_POOL") {
+            c.database_pool = positive::<u32>("MAAS_DATABASE_POOL", &v)? as usize;
+        }
         if let Some(v) = lookup("MAAS_INSTANCE").or_else(|| lookup("HOSTNAME")) {
             c.instance = v;
         }

@@ -35,6 +35,7 @@ mod auth;
 mod builders;
 pub mod chat;
 mod config;
+mod database;
 mod hardening;
 pub mod keys;
 mod lifecycle;
@@ -158,10 +159,19 @@ impl Platform {
         };
         // Models, quota and sagas: PostgreSQL when replicas share them, else SQLite files.
         let (store, sagas): (store::Store, Arc<dyn SagaStore>) = match &config.database_url {
-            Some(url) => (
-                store::Store::Postgres(store::PgApp::connect(url).await.map_err(db_err)?),
-                Arc::new(PgStore::connect(url).await.map_err(saga_err)?),
-            ),
+            Some(url) => {
+                let database =
+                    database::Database::new(url, config.database_ca.as_deref()).map_err(db_err)?;
+                let saga_pool = database.pool(6).map_err(saga_err)?;
+                (
+                    store::Store::Postgres(
+                        store::PgApp::connect(database, config.database_pool)
+                            .await
+                            .map_err(db_err)?,
+                    ),
+                    Arc::new(PgStore::from_pool(saga_pool).await.map_err(saga_err)?),
+                )
+            }
             None => {
                 std::fs::create_dir_all(&data_dir).map_err(|source| PlatformError::Io {
                     what: format!("creating {}", data_dir.display()),
@@ -243,7 +253,7 @@ impl Platform {
             .create_topic(&format!("{}.dlq", config.build_topic), PARTITIONS)
             .await
             .map_err(queue_err)?;
-        let (relay, wake) = outbox::start(&config, &data_dir, &store, &producer, &outbox_metrics);
+        let (relay, wake) = outbox::start(&data_dir, &store, &producer, &outbox_metrics);
         let artifact_dir = config
             .artifact_dir
             .clone()

@@ -10,7 +10,6 @@ use maas_queue::outbox::pg::PgRelay;
 use maas_queue::outbox::sqlite::SqliteRelay;
 use tokio::sync::Notify;
 
-use crate::config::Config;
 use crate::store::{OUTBOX, PgApp, Store};
 
 /// The running relay.
@@ -28,22 +27,23 @@ pub(crate) enum Wake {
 
 /// Starts the relay for `store`'s database.
 pub(crate) fn start(
-    config: &Config,
     data_dir: &std::path::Path,
     store: &Store,
     producer: &Producer,
     metrics: &maas_queue::outbox::OutboxMetrics,
 ) -> (Relay, Wake) {
-    match (store, &config.database_url) {
-        (Store::Postgres(app), Some(url)) => {
-            let relay = PgRelay::builder(url.clone(), producer.clone())
+    match store {
+        Store::Postgres(app) => {
+            let database = app.database();
+            let relay = database
+                .relay(PgRelay::builder(database.conninfo(), producer.clone()))
                 .table(OUTBOX)
                 .poll_every(Duration::from_millis(500))
                 .metrics(metrics)
                 .start();
             (Relay::Pg(relay), Wake::Pg(app.clone()))
         }
-        _ => {
+        Store::Sqlite(_) => {
             let relay = SqliteRelay::builder(data_dir.join("app.db"), producer.clone())
                 .table(OUTBOX)
                 .poll_every(Duration::from_millis(500))

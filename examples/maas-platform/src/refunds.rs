@@ -76,7 +76,13 @@ pub(crate) fn start(
                 m.header_str(maas_queue::failure::headers::ERROR)
                     .unwrap_or("the build task could not be handled")
             );
-            let refunded = store.refund(&t.model, &t.tenant, t.cost, &reason).await?;
+            // A refund waits out a database restart; it has no dead-letter topic to fall to.
+            let refunded = crate::store::while_database_away(
+                "refunding",
+                std::time::Duration::from_secs(3600),
+                || async { Ok(store.refund(&t.model, &t.tenant, t.cost, &reason).await?) },
+            )
+            .await?;
             refunds
                 .with_label_values(&[if refunded { "refunded" } else { "repeat" }])
                 .inc();

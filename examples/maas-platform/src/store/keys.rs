@@ -4,7 +4,7 @@
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{PgApp, SqliteApp};
+use super::{PgApp, SqliteApp, StoreError};
 
 /// A stored key, as the authentication middleware needs it.
 #[derive(Debug, Clone)]
@@ -120,11 +120,10 @@ impl PgApp {
         id: &str,
         tenant: &str,
         hash: &[u8],
-    ) -> Result<bool, tokio_postgres::Error> {
+    ) -> Result<bool, StoreError> {
         let n = self
-            .client
-            .lock()
-            .await
+            .client()
+            .await?
             .execute(
                 "INSERT INTO maas_platform_api_keys (id, tenant, hash, created)
                  VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
@@ -134,11 +133,10 @@ impl PgApp {
         Ok(n == 1)
     }
 
-    pub(super) async fn key(&self, id: &str) -> Result<Option<StoredKey>, tokio_postgres::Error> {
+    pub(super) async fn key(&self, id: &str) -> Result<Option<StoredKey>, StoreError> {
         let row = self
-            .client
-            .lock()
-            .await
+            .client()
+            .await?
             .query_opt(
                 "SELECT tenant, hash, revoked IS NOT NULL FROM maas_platform_api_keys
                  WHERE id = $1",
@@ -152,11 +150,10 @@ impl PgApp {
         }))
     }
 
-    pub(super) async fn keys(&self, tenant: &str) -> Result<Vec<KeyInfo>, tokio_postgres::Error> {
+    pub(super) async fn keys(&self, tenant: &str) -> Result<Vec<KeyInfo>, StoreError> {
         let rows = self
-            .client
-            .lock()
-            .await
+            .client()
+            .await?
             .query(
                 "SELECT id, tenant, created, revoked FROM maas_platform_api_keys
                  WHERE tenant = $1 ORDER BY created, id",
@@ -174,11 +171,10 @@ impl PgApp {
             .collect())
     }
 
-    pub(super) async fn revoke_key(&self, id: &str) -> Result<bool, tokio_postgres::Error> {
+    pub(super) async fn revoke_key(&self, id: &str) -> Result<bool, StoreError> {
         let n = self
-            .client
-            .lock()
-            .await
+            .client()
+            .await?
             .execute(
                 "UPDATE maas_platform_api_keys SET revoked = coalesce(revoked, $2)
                  WHERE id = $1",
@@ -188,14 +184,9 @@ impl PgApp {
         Ok(n == 1)
     }
 
-    pub(super) async fn set_quota(
-        &self,
-        tenant: &str,
-        amount: i64,
-    ) -> Result<(), tokio_postgres::Error> {
-        self.client
-            .lock()
-            .await
+    pub(super) async fn set_quota(&self, tenant: &str, amount: i64) -> Result<(), StoreError> {
+        self.client()
+            .await?
             .execute(
                 "INSERT INTO maas_platform_quota (tenant, amount) VALUES ($1, $2)
                  ON CONFLICT (tenant) DO UPDATE SET amount = excluded.amount",

@@ -96,6 +96,59 @@ pub enum StoreError {
     /// PostgreSQL.
     #[error("postgres: {0}")]
     Postgres(#[from] tokio_postgres::Error),
+    /// No PostgreSQL connection could be had: the database is unreachable (each attempt to
+    /// connect gives up after a few seconds) or every pooled connection is busy.
+    #[error("postgres pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+}
+
+impl StoreError {
+    /// Whether the database was unreachable or went away mid-call (a restart, a failover, a
+    /// full pool), rather than refusing the call: trying again later may work.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Pool(_) => true,
+            // Errors PostgreSQL reported carry a SQLSTATE; connection errors carry none.
+            // Class 08: connection exceptions; 57P01–57P03: shutting down or starting up;
+            // class 53: out of resources (too many connections).
+            StoreError::Postgres(e) => e.code().is_none_or(|c| {
+                let c = c.code();
+                c.starts_with("08") || c.starts_with("57P0") || c.starts_with("53")
+            }),
+            StoreError::Sqlite(_) => false,
+        }
+    }
+}
+
+/// Calls `f` until it succeeds or fails for a reason other than an unreachable database
+/// ([`StoreError::is_transient`]), waiting 100 ms after the first failure, doubling to 5 s,
+/// for at most `patience` in all. A consumer's handler uses this so that a database restart
+/// holds its partition back instead of sending the record to the dead-letter topic.
+pub(crate) async fn while_database_away<T, F, Fut>(
+    what: &str,
+    patience: std::time::Duration,
+    mut f: F,
+) -> Result<T, maas_queue::BoxError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, maas_queue::BoxError>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut wait = std::time::Duration::from_millis(100);
+    loop {
+        match f().await {
+            Err(e)
+                if e.downcast_ref::<StoreError>()
+                    .is_some_and(StoreError::is_transient)
+                    && started.elapsed() + wait < patience =>
+            {
+                tracing::warn!(error = %e, retry_in = ?wait, "{what}: the database is away; waiting");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// The application database, shared by the API, the participants and the builders.

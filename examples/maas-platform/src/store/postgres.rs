@@ -3,19 +3,20 @@
 
 use std::sync::Arc;
 
+use deadpool_postgres::Pool;
 use maas_queue::BoxError;
 use maas_saga::barrier::{BranchKey, postgres as barrier};
 use maas_saga::{BranchCall, Operation, Reply, participant};
-use tokio::sync::Mutex;
-use tokio_postgres::{Client, NoTls};
 use tower::service_fn;
 
-use super::{Artifact, Model, Outcome};
+use super::{Artifact, Model, Outcome, StoreError};
+use crate::database::Database;
 
-/// The application database in PostgreSQL (one connection; transactions take turns).
+/// The application database in PostgreSQL, on a pool of connections.
 #[derive(Clone)]
 pub struct PgApp {
-    pub(super) client: Arc<Mutex<Client>>,
+    pool: Pool,
+    database: Arc<Database>,
 }
 
 /// What [`model_of`] reads.
@@ -45,15 +46,11 @@ enum Change {
 }
 
 impl PgApp {
-    /// Connects (libpq-style `config`, e.g. `host=db user=maas dbname=maas`) and creates the
-    /// tables if needed; replicas starting together take turns through an advisory lock.
-    pub async fn connect(config: &str) -> Result<PgApp, BoxError> {
-        let (client, connection) = tokio_postgres::connect(config, NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::error!(error = %e, "application database connection ended");
-            }
-        });
+    /// Connects to `database` with a pool of up to `size` connections and creates the tables
+    /// if needed; replicas starting together take turns through an advisory lock.
+    pub(crate) async fn connect(database: Database, size: usize) -> Result<PgApp, BoxError> {
+        let pool = database.pool(size)?;
+        let client = pool.get().await?;
         client
             .batch_execute(
                 "SELECT pg_advisory_lock(7465001);
@@ -74,8 +71,8 @@ impl PgApp {
             )
             .await?;
         client.batch_execute(super::keys::PG_SCHEMA).await?;
-        let migrated: Result<(), BoxError> = match barrier::migrate(&client).await {
-            Ok(()) => maas_queue::outbox::pg::install(&client, super::OUTBOX)
+        let migrated: Result<(), BoxError> = match barrier::migrate(&**client).await {
+            Ok(()) => maas_queue::outbox::pg::install(&**client, super::OUTBOX)
                 .await
                 .map_err(Into::into),
             Err(e) => Err(e.into()),
@@ -84,16 +81,27 @@ impl PgApp {
             .batch_execute("SELECT pg_advisory_unlock(7465001)")
             .await?;
         migrated?;
+        drop(client);
         Ok(PgApp {
-            client: Arc::new(Mutex::new(client)),
+            pool,
+            database: Arc::new(database),
         })
     }
 
-    pub(super) async fn model(&self, id: &str) -> Result<Option<Model>, tokio_postgres::Error> {
+    /// A connection from the pool (a new one if the server closed the last).
+    pub(super) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Where the database is and how to reach it (for the outbox relay).
+    pub(crate) fn database(&self) -> &Database {
+        &self.database
+    }
+
+    pub(super) async fn model(&self, id: &str) -> Result<Option<Model>, StoreError> {
         let row = self
-            .client
-            .lock()
-            .await
+            .client()
+            .await?
             .query_opt(
                 &format!("SELECT {MODEL_COLUMNS} FROM maas_platform_models WHERE id = $1"),
                 &[&id],
@@ -102,23 +110,15 @@ impl PgApp {
         Ok(row.as_ref().map(model_of))
     }
 
-    pub(super) async fn ping(&self) -> Result<(), tokio_postgres::Error> {
-        self.client
-            .lock()
-            .await
-            .simple_query("SELECT 1")
-            .await
-            .map(|_| ())
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        self.client().await?.simple_query("SELECT 1").await?;
+        Ok(())
     }
 
-    pub(super) async fn ready_models(
-        &self,
-        tenant: &str,
-    ) -> Result<Vec<Model>, tokio_postgres::Error> {
+    pub(super) async fn ready_models(&self, tenant: &str) -> Result<Vec<Model>, StoreError> {
         let rows = self
-            .client
-            .lock()
-            .await
+            .client()
+            .await?
             .query(
                 &format!(
                     "SELECT {MODEL_COLUMNS} FROM maas_platform_models
@@ -130,11 +130,10 @@ impl PgApp {
         Ok(rows.iter().map(model_of).collect())
     }
 
-    pub(super) async fn start_build(&self, id: &str) -> Result<bool, tokio_postgres::Error> {
+    pub(super) async fn start_build(&self, id: &str) -> Result<bool, StoreError> {
         let n = self
-            .client
-            .lock()
-            .await
+            .client()
+            .await?
             .execute(
                 "UPDATE maas_platform_models SET status = 'building'
                  WHERE id = $1 AND status <> 'ready'",
@@ -145,12 +144,8 @@ impl PgApp {
     }
 
     /// See [`Store::finish`](super::Store::finish).
-    pub(super) async fn finish(
-        &self,
-        id: &str,
-        outcome: Outcome<'_>,
-    ) -> Result<bool, tokio_postgres::Error> {
-        let client = self.client.lock().await;
+    pub(super) async fn finish(&self, id: &str, outcome: Outcome<'_>) -> Result<bool, StoreError> {
+        let client = self.client().await?;
         let n = match outcome {
             Outcome::Ready(metadata) => {
                 let metadata = serde_json::to_string(metadata).unwrap_or_default();
@@ -183,8 +178,8 @@ impl PgApp {
         tenant: &str,
         cost: i64,
         reason: &str,
-    ) -> Result<bool, tokio_postgres::Error> {
-        let mut client = self.client.lock().await;
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
         let tx = client.transaction().await?;
         // A first refund inserts the row; a model charged again by a redrive and
         // dead-lettered again is refunded again; otherwise this is a repeat.
@@ -220,8 +215,8 @@ impl PgApp {
         model: &str,
         tenant: &str,
         cost: i64,
-    ) -> Result<bool, tokio_postgres::Error> {
-        let mut client = self.client.lock().await;
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let row = tx
             .query_opt(
@@ -251,11 +246,10 @@ impl PgApp {
         Ok(paid)
     }
 
-    pub(super) async fn quota(&self, tenant: &str) -> Result<Option<i64>, tokio_postgres::Error> {
+    pub(super) async fn quota(&self, tenant: &str) -> Result<Option<i64>, StoreError> {
         let row = self
-            .client
-            .lock()
-            .await
+            .client()
+            .await?
             .query_opt(
                 "SELECT amount FROM maas_platform_quota WHERE tenant = $1",
                 &[&tenant],
@@ -266,8 +260,8 @@ impl PgApp {
 
     /// Wakes the outbox relays (after a commit that enqueued).
     pub(crate) async fn notify_outbox(&self) -> Result<(), BoxError> {
-        let client = self.client.lock().await;
-        Ok(maas_queue::outbox::pg::notify(&*client, super::OUTBOX).await?)
+        let client = self.client().await?;
+        Ok(maas_queue::outbox::pg::notify(&**client, super::OUTBOX).await?)
     }
 
     pub(super) fn models_participant(&self) -> maas_saga::Participant {
@@ -284,9 +278,9 @@ impl PgApp {
         participant(service_fn(move |call: BranchCall| {
             let app = app.clone();
             async move {
-                let mut client = app.client.lock().await;
+                let mut client = app.client().await?;
                 let tx = client.transaction().await?;
-                let b = barrier::enter(&tx, &BranchKey::of(&call)).await?;
+                let b = barrier::enter(&*tx, &BranchKey::of(&call)).await?;
                 if b.should_apply()
                     && let Some(refusal) = apply(&tx, &call, change).await?
                 {

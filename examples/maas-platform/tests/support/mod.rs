@@ -4,6 +4,8 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+pub mod own_postgres;
+
 use serde_json::Value;
 
 /// The admin token the tests configure.
@@ -160,4 +162,17 @@ pub async fn upload(
     }
     let r = req.send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// `GET {base}/health/ready`: the status (0 when nothing answered within 5 s) and the body.
+pub async fn readiness(http: &reqwest::Client, base: &str) -> (u16, String) {
+    match http
+        .get(format!("{base}/health/ready"))
+        .timeout(std::time::Duration::from_secs(5))
+        .send()
+        .await
+    {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
 }
