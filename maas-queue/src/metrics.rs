@@ -88,6 +88,15 @@ impl QueueMetrics {
         Ok(m)
     }
 
+    /// Creates `group`'s record counters of `topic` at 0, every outcome: a series that
+    /// first appears at its first event is invisible to `increase()`, so the first dead
+    /// letter after a start would never alert.
+    pub(crate) fn touch(&self, group: &str, topic: &str) {
+        for outcome in ["handled", "retried", "dead_lettered"] {
+            let _ = self.records.with_label_values(&[group, topic, outcome]);
+        }
+    }
+
     pub(crate) fn record(&self, group: &str, topic: &str, outcome: &str) {
         self.records
             .with_label_values(&[group, topic, outcome])

@@ -101,3 +101,34 @@ async fn handled_dead_lettered_commits_and_lag_are_reported() {
         None
     );
 }
+
+/// Every outcome's series exists, at 0, from the consumer's start: `increase()` sees a
+/// series' first appearance as no change, so a counter born at its first dead letter would
+/// never alert on it.
+#[tokio::test]
+async fn record_counters_start_at_zero() {
+    let registry = prometheus::Registry::new();
+    let metrics = QueueMetrics::register(&registry).expect("register");
+    let broker = MemoryBroker::new();
+    let consumer = GroupConsumer::builder(&broker, "quiet")
+        .topics(["jobs"])
+        .failure_policy(FailurePolicy::default().retry_topics([Duration::from_secs(1)]))
+        .metrics(&metrics)
+        .build()
+        .expect("consumer")
+        .start(service_fn(|_m: Message| async move { Ok::<_, Poison>(()) }));
+    for topic in ["jobs", "jobs.retry.1"] {
+        for outcome in ["handled", "retried", "dead_lettered"] {
+            assert_eq!(
+                value(
+                    &registry,
+                    "maas_queue_records_total",
+                    &[("group", "quiet"), ("topic", topic), ("outcome", outcome)],
+                ),
+                Some(0.0),
+                "{topic} {outcome}"
+            );
+        }
+    }
+    consumer.shutdown().await;
+}

@@ -80,12 +80,14 @@ impl Notification {
                 .get("summary")
                 .map(String::as_str)
                 .unwrap_or_else(|| label("alertname"));
-            text.push_str(&format!(
-                "- **{}** {} {}\n",
-                label("severity"),
-                if a.status == "firing" { "🔥" } else { "✅" },
-                summary
-            ));
+            // A summary describes the firing state ("… is open") with the value it fired
+            // at: a resolved alert says so first and quotes it as what was.
+            let line = if a.status == "firing" {
+                format!("🔥 {summary}")
+            } else {
+                format!("✅ resolved: {} (was: {summary})", label("alertname"))
+            };
+            text.push_str(&format!("- **{}** {line}\n", label("severity")));
             if let Some(d) = a.annotations.get("description") {
                 text.push_str(&format!("  > {d}\n"));
             }
@@ -198,6 +200,31 @@ fn describe(e: reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A resolved alert's summary still reads as firing ("… is open"): the message leads
+    /// with "resolved" and quotes the summary as what was.
+    #[test]
+    fn a_resolved_alert_says_so() {
+        let n: Notification = serde_json::from_value(serde_json::json!({
+            "status": "resolved",
+            "commonLabels": { "alertname": "MaasCircuitOpen" },
+            "alerts": [{
+                "status": "resolved",
+                "labels": { "alertname": "MaasCircuitOpen", "severity": "warning" },
+                "annotations": { "summary": "circuit breaker inference is open" },
+                "startsAt": "2026-11-26T03:00:00Z"
+            }]
+        }))
+        .unwrap();
+        assert_eq!(n.title(), "[RESOLVED] MaasCircuitOpen");
+        assert!(
+            n.markdown().contains(
+                "- **warning** ✅ resolved: MaasCircuitOpen (was: circuit breaker inference is open)"
+            ),
+            "{}",
+            n.markdown()
+        );
+    }
 
     /// The value DingTalk's own Python sample computes for this secret and timestamp.
     #[test]

@@ -288,6 +288,15 @@ impl GroupConsumer {
         E: Into<BoxError> + 'static,
     {
         let handler: Handler = BoxCloneService::new(handler.map_err(Into::into));
+        #[cfg(feature = "prometheus")]
+        if let Some(m) = &self.metrics {
+            for t in &self.config.topics {
+                m.touch(&self.config.group, t);
+                for retry in self.config.failure.retry_topics_of(t) {
+                    m.touch(&self.config.group, &retry);
+                }
+            }
+        }
         let dead_letters = Producer::builder(self.cluster.clone())
             .client_id(self.config.client_id.clone())
             .build()
