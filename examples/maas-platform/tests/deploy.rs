@@ -1,5 +1,6 @@
 //! The artefacts under `deploy/` hold up: the alert rules pass `promtool check rules` and
-//! their unit tests (`promtool test rules`); every metric the Grafana dashboard and the alerts
+//! their unit tests (`promtool test rules`), the Prometheus configuration `promtool check
+//! config`; every metric the Grafana dashboard and the alerts
 //! query is one the running platform actually exports; the Helm chart lints, renders exactly
 //! the committed Kubernetes manifests, and every rendering validates strictly against the
 //! Kubernetes API schemas.
@@ -121,6 +122,8 @@ fn helm_chart_renders_the_committed_manifests_and_they_validate() {
 fn alert_rules_are_valid_and_their_tests_pass() {
     promtool(&["check", "rules", "alerts.yml"]);
     promtool(&["test", "rules", "alerts_test.yml"]);
+    // The compose stack's Prometheus configuration, its rule file included.
+    promtool(&["check", "config", "prometheus.yml"]);
 }
 
 /// The metric names (`http_*`, `maas_*`) a PromQL expression reads.
