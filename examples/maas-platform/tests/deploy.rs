@@ -258,3 +258,96 @@ async fn dashboard_and_alerts_query_metrics_the_platform_exports() {
         "queried but not exported: {missing:#?}\nexported: {exported:#?}"
     );
 }
+
+/// `docker-compose <args>` on the compose stack, with `token` as MAAS_ADMIN_TOKEN.
+fn compose(args: &[&str], token: Option<&str>) -> std::process::Output {
+    let mut cmd = std::process::Command::new("docker-compose");
+    cmd.args(["-f", "compose.yaml"])
+        .args(args)
+        .current_dir(deploy().join("compose"))
+        .env_remove("MAAS_ADMIN_TOKEN");
+    if let Some(t) = token {
+        cmd.env("MAAS_ADMIN_TOKEN", t);
+    }
+    cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run docker-compose ({e}); install it with `scripts/dev-services up`")
+    })
+}
+
+#[test]
+fn the_compose_stack_is_valid_and_mounts_files_that_exist() {
+    let out = compose(&["config"], Some("compose-test-token-0123456789"));
+    let rendered = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "docker-compose config failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let services = compose(&["config", "--services"], Some("t"));
+    let services: BTreeSet<String> = String::from_utf8_lossy(&services.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let expected: BTreeSet<String> = [
+        "maas-1",
+        "maas-2",
+        "maas-3",
+        "proxy",
+        "postgres",
+        "redis",
+        "kafka",
+        "kafka-topics",
+        "prometheus",
+        "alertmanager",
+        "grafana",
+        "jaeger",
+    ]
+    .map(str::to_owned)
+    .into();
+    assert_eq!(services, expected);
+    // Every replica gets the shared settings and its own instance name.
+    for n in 1..=3 {
+        assert!(
+            rendered.contains(&format!("MAAS_INSTANCE: maas-{n}")),
+            "{rendered}"
+        );
+    }
+    assert_eq!(
+        rendered.matches("MAAS_KAFKA_BROKERS: kafka:9092").count(),
+        3
+    );
+    // Bind mounts name files of the repository (the admin token is the user's to write).
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap()
+        .display()
+        .to_string();
+    let mut mounts = 0;
+    for line in rendered.lines() {
+        let Some(bind) = line.trim().strip_prefix("- ") else {
+            continue;
+        };
+        let source = bind.split(':').next().unwrap();
+        if !source.starts_with(&repo) {
+            continue;
+        }
+        mounts += 1;
+        if source.ends_with("/admin-token") {
+            continue;
+        }
+        assert!(
+            std::path::Path::new(&source).exists(),
+            "the compose stack mounts {source}, which does not exist"
+        );
+    }
+    assert!(mounts >= 7, "{mounts} bind mounts of repository files");
+    // Prometheus scrapes exactly the compose replicas.
+    let prometheus = std::fs::read_to_string(deploy().join("prometheus/prometheus.yml")).unwrap();
+    assert!(prometheus.contains(r#"["maas-1:8080", "maas-2:8080", "maas-3:8080"]"#));
+    // No default admin token: unset, the stack refuses to render.
+    let unset = compose(&["config", "-q"], None);
+    assert!(!unset.status.success());
+    assert!(String::from_utf8_lossy(&unset.stderr).contains("set MAAS_ADMIN_TOKEN"));
+    println!("docker-compose config: {} services valid", services.len());
+}
