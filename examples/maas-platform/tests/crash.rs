@@ -10,12 +10,12 @@
 //! * per tenant, credits left + credits charged for the models it still pays for = its quota.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod support;
+use support::process::PlatformProcess;
 use tokio_postgres::NoTls;
 
 const DATABASE: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
@@ -41,27 +41,10 @@ async fn require_postgres() -> tokio_postgres::Client {
 }
 
 /// One run's platform: the same settings (and instance name) at every restart.
-struct Platform {
-    env: Vec<(&'static str, String)>,
-    log: std::path::PathBuf,
-    base: String,
-    admin: String,
-    child: Option<Child>,
-}
-
-impl Platform {
-    fn new(run: &str, broker: &str) -> Platform {
-        let free_port = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port()
-        };
-        let (port, admin_port) = (free_port(), free_port());
-        let env = vec![
-            ("MAAS_ADDR", format!("127.0.0.1:{port}")),
-            ("MAAS_ADMIN_ADDR", format!("127.0.0.1:{admin_port}")),
-            ("MAAS_ADMIN_TOKEN", support::ADMIN_TOKEN.to_owned()),
+fn platform(run: &str, broker: &str) -> PlatformProcess {
+    PlatformProcess::new(
+        &format!("crash-{run}"),
+        vec![
             ("MAAS_DATABASE_URL", DATABASE.to_owned()),
             ("MAAS_KAFKA_BROKERS", broker.to_owned()),
             ("MAAS_INSTANCE", format!("crash-{run}")),
@@ -80,84 +63,8 @@ impl Platform {
                     .display()
                     .to_string(),
             ),
-        ];
-        Platform {
-            env,
-            log: std::env::temp_dir().join(format!("maas-platform-crash-{run}.log")),
-            base: format!("http://127.0.0.1:{port}"),
-            admin: format!("http://127.0.0.1:{admin_port}"),
-            child: None,
-        }
-    }
-
-    /// Starts the binary and waits until it answers `/health`.
-    async fn start(&mut self, http: &reqwest::Client) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("the log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_maas-platform"))
-            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env_remove("MAAS_REDIS_URL")
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("the platform binary starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let up = http
-                .get(format!("{}/health", self.base))
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if up {
-                return;
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("the platform exited ({status}); see {}", self.log.display());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the platform did not answer /health in 60 s; see {}",
-                self.log.display()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().expect("SIGKILL");
-            c.wait().expect("reaped");
-        }
-    }
-
-    /// SIGTERM, and the exit code of a graceful stop.
-    fn stop(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("running");
-        let sent = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(sent.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = c.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "no exit 30 s after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Platform {
-    fn drop(&mut self) {
-        self.kill();
-    }
+        ],
+    )
 }
 
 /// What the clients saw.
@@ -255,7 +162,7 @@ async fn uploads_survive_sigkills() {
     let run = format!("{}-{}", std::process::id(), fastrand::u32(..));
     let tenants: Vec<String> = (0..TENANTS).map(|t| format!("crash-{run}-t{t}")).collect();
     let http = reqwest::Client::new();
-    let mut platform = Platform::new(&run, &broker);
+    let mut platform = platform(&run, &broker);
     platform.start(&http).await;
     let mut keys = Vec::new();
     for t in &tenants {
@@ -345,7 +252,7 @@ async fn uploads_survive_sigkills() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let stop = platform.stop();
+    let (stop, _) = platform.stop().await;
     assert!(stop.success(), "a graceful stop exits 0, not {stop}");
 
     let models: HashMap<String, Row> = db
@@ -489,7 +396,7 @@ async fn uploads_survive_sigkills() {
         unknown.len(),
     );
     let _ = std::fs::remove_file(&platform.log);
-    if let Some((_, dir)) = platform.env.iter().find(|(k, _)| *k == "MAAS_ARTIFACT_DIR") {
+    if let Some((_, dir)) = platform.env.iter().find(|(k, _)| k == "MAAS_ARTIFACT_DIR") {
         let _ = std::fs::remove_dir_all(dir);
     }
 }

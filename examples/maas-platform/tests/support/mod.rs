@@ -5,6 +5,8 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 pub mod own_postgres;
+pub mod process;
+pub mod service_proxy;
 
 use serde_json::Value;
 
