@@ -76,7 +76,8 @@ fn helm_chart_renders_the_committed_manifests_and_they_validate() {
             "{needle} missing from the rendered chart"
         );
     }
-    // A second rendering: fixed replicas, credentials from an existing Secret, no Ingress.
+    // A second rendering: fixed replicas, credentials from an existing Secret, no Ingress,
+    // PostgreSQL's certificate authority from a Secret.
     let variant = run(
         "helm",
         &[
@@ -89,10 +90,16 @@ fn helm_chart_renders_the_committed_manifests_and_they_validate() {
             "existingSecret=platform-credentials",
             "--set",
             "ingress.enabled=false",
+            "--set",
+            "database.caSecret=postgres-ca",
         ],
         "helm",
     );
     assert!(variant.contains("replicas: 3") && !variant.contains("kind: Secret"));
+    assert!(
+        variant.contains("value: /etc/maas/database-ca/ca.crt")
+            && variant.contains("secretName: postgres-ca")
+    );
     let dir = std::env::temp_dir().join(format!("maas-platform-k8s-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     // 1.29 is the oldest Kubernetes the chart supports (the preStop `sleep` handler).

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+pub mod own_broker;
 pub mod own_postgres;
 pub mod process;
 pub mod service_proxy;

@@ -14,6 +14,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Whether something listens on `port` of loopback. A connection whose local address is its
+/// peer's does not count: with nothing listening on a port of the ephemeral range, Linux may
+/// pick that very port as the source and connect the socket to itself.
+pub fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|s| {
+        match (s.local_addr(), s.peer_addr()) {
+            (Ok(local), Ok(peer)) => local != peer,
+            _ => false,
+        }
+    })
+}
+
 /// One platform process (the same settings at every start).
 pub struct PlatformProcess {
     /// Its settings.
