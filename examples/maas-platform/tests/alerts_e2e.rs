@@ -4,7 +4,8 @@
 //! (its receiver pointed at this platform's relay, its waits cut to 1 s), and the relay posts
 //! to fake DingTalk and WeCom robots that check the message format and DingTalk's signature.
 //! The model backend fails, the inference breaker opens, the firing message arrives; the
-//! backend heals, the breaker closes, the resolved message arrives (seconds printed). Then
+//! backend heals, the breaker closes, the resolved message arrives; a burst of 504s sets off
+//! the error-rate alert, ordinary traffic resolves it (seconds printed). Before that,
 //! every panel query of `deploy/grafana/maas-platform.json` must return a series from that
 //! Prometheus.
 
@@ -203,6 +204,7 @@ async fn alerts_reach_the_robots_and_every_dashboard_panel_has_data() {
             breaker_open: Duration::from_secs(2),
             request_timeout: Duration::from_secs(2),
             rate_per_minute: 120,
+            tokens_per_minute: 10_000_000,
             builders: 1,
             build_time: Duration::from_millis(5),
             ..support::config("alerts-e2e")
@@ -407,11 +409,70 @@ async fn alerts_reach_the_robots_and_every_dashboard_panel_has_data() {
     let ding_resolved = message(&ding_seen, &resolved, Duration::from_secs(60), "resolved").await;
     let wecom_resolved = message(&wecom_seen, &resolved, Duration::from_secs(60), "resolved").await;
     let resolved_after = ding_resolved.max(wecom_resolved) - closed;
+
+    // An error burst: 5xx answers pass 5% of the requests, and MaasHighErrorRate (critical)
+    // reaches the robots; then ordinary traffic (requests for unknown paths, 404) brings them
+    // back under 5%, and its resolved message does.
+    let burst = futures::future::join_all((0..25).map(|_| chat(3_000))).await;
+    assert!(burst.iter().all(|c| *c == 504), "{burst:?}");
+    let burst_at = Instant::now();
+    let firing = ["MaasHighErrorRate", "🔥", "of requests fail with 5xx"];
+    let ding_burst = message(
+        &ding_seen,
+        &firing,
+        Duration::from_secs(60),
+        "error-rate firing",
+    )
+    .await;
+    let wecom_burst = message(
+        &wecom_seen,
+        &firing,
+        Duration::from_secs(60),
+        "error-rate firing",
+    )
+    .await;
+    let burst_after = ding_burst.max(wecom_burst) - burst_at;
+    // Spread over several scrapes: a series' first sample already holds what came before it,
+    // which `rate()` cannot see (hence one request, and a scrape, first).
+    let not_found = || async {
+        let r = http.get(format!("{base}/no-such-page")).send().await;
+        assert!(r.is_ok_and(|r| r.status() == 404));
+    };
+    not_found().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let diluting = Instant::now();
+    for _ in 0..40 {
+        futures::future::join_all((0..50).map(|_| not_found())).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let resolved = [
+        "[RESOLVED] MaasHighErrorRate",
+        "✅ resolved: MaasHighErrorRate",
+    ];
+    let ding_calm = message(
+        &ding_seen,
+        &resolved,
+        Duration::from_secs(60),
+        "error-rate resolved",
+    )
+    .await;
+    let wecom_calm = message(
+        &wecom_seen,
+        &resolved,
+        Duration::from_secs(60),
+        "error-rate resolved",
+    )
+    .await;
+    let calm_after = ding_calm.max(wecom_calm) - diluting;
     println!(
         "alerts end to end: MaasCircuitOpen reached both robots {:.1} s after the breaker \
-         opened, resolved {:.1} s after it closed; {queries} dashboard queries answered",
+         opened, resolved {:.1} s after it closed; MaasHighErrorRate {:.1} s after a burst of \
+         25 answers 504, resolved {:.1} s after ordinary traffic began; {queries} dashboard \
+         queries answered",
         fired_after.as_secs_f64(),
-        resolved_after.as_secs_f64()
+        resolved_after.as_secs_f64(),
+        burst_after.as_secs_f64(),
+        calm_after.as_secs_f64()
     );
     platform.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
