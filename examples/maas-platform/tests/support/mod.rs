@@ -179,3 +179,29 @@ pub async fn readiness(http: &reqwest::Client, base: &str) -> (u16, String) {
         Err(e) => (0, e.to_string()),
     }
 }
+
+/// Waits (up to `within`) until `/health/ready` answers `status` — a 503 naming `failing`,
+/// when given; the seconds it took.
+pub async fn await_readiness(
+    http: &reqwest::Client,
+    base: &str,
+    status: u16,
+    failing: Option<&str>,
+    within: std::time::Duration,
+) -> f64 {
+    let started = std::time::Instant::now();
+    loop {
+        let (code, body) = readiness(http, base).await;
+        if code == status {
+            if let Some(f) = failing {
+                assert!(body.contains(f), "/health/ready does not name {f}: {body}");
+            }
+            return started.elapsed().as_secs_f64();
+        }
+        assert!(
+            started.elapsed() < within,
+            "/health/ready answered {code}, not {status}, for {within:?}: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
