@@ -22,6 +22,8 @@ async fn broker_restart_under_load() {
     let platform = Platform::start(
         Config {
             kafka_brokers: Some(vec![broker.addr.clone()]),
+            // The check at the end reads every model: not to be rate limited.
+            rate_per_minute: 1_000_000,
             tenant_quota: 1_000_000,
             build_cost: 1,
             build_time: Duration::from_millis(5),
