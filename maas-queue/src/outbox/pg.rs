@@ -215,7 +215,7 @@ impl PgRelay {
             connector: Connector::new(NoTls),
             producer,
             table: "maas_outbox".to_owned(),
-            batch: 500,
+            batch: 2000,
             poll_every: Duration::from_secs(1),
             lock_key: 0x6d61_6173_6f62,
             metrics: Default::default(),
@@ -258,7 +258,10 @@ impl PgRelayBuilder {
         self
     }
 
-    /// Records read and published per round (default 500).
+    /// Records read and published per round (default 2000: the larger the rounds while a
+    /// backlog lasts, the less each record costs: in one benchmark run 500 a round kept up
+    /// with 0.67 × the writers' commit rate, 2000 with 0.79–0.93 ×; see docs/benchmarks.md). At most this many
+    /// records are held in memory.
     pub fn batch(mut self, rows: u32) -> Self {
         self.batch = i64::from(rows.max(1));
         self
