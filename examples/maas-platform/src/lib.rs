@@ -162,6 +162,7 @@ impl Platform {
             Some(url) => {
                 let database =
                     database::Database::new(url, config.database_ca.as_deref()).map_err(db_err)?;
+                // The saga store's four batch writers, and two for claims and queries.
                 let saga_pool = database.pool(6).map_err(saga_err)?;
                 (
                     store::Store::Postgres(

@@ -6,11 +6,10 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use maas_platform::{Config, Platform};
+use support::load::Load;
 use support::own_broker::OwnBroker;
 
 /// An upload's status and the model's id.
@@ -43,56 +42,34 @@ async fn broker_restart_under_load() {
     )
     .await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
-    let mut clients = Vec::new();
-    for c in 0..2 {
-        let (http, base, key, stop, answers) = (
-            http.clone(),
-            base.clone(),
-            key.clone(),
-            stop.clone(),
-            answers.clone(),
-        );
-        clients.push(tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let (code, body) = support::upload(
-                    &http,
-                    &base,
-                    Some(&key),
-                    &format!("b-{c}-{n}"),
-                    support::model_file(&format!("b-{c}-{n}")),
-                )
-                .await;
-                answers
-                    .lock()
-                    .unwrap()
-                    .push((code, body["id"].as_str().map(str::to_owned)));
-                tokio::time::sleep(Duration::from_millis(30)).await;
+    let load = {
+        let (http, base, key) = (http.clone(), base.clone(), key.clone());
+        Load::start(2, Duration::from_millis(30), move |c, n| {
+            let (http, base, key) = (http.clone(), base.clone(), key.clone());
+            async move {
+                let name = format!("b-{c}-{n}");
+                let (code, body) =
+                    support::upload(&http, &base, Some(&key), &name, support::model_file(&name))
+                        .await;
+                (code, body["id"].as_str().map(str::to_owned))
             }
-        }));
-    }
+        })
+    };
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(support::readiness(&http, &base).await.0, 200);
     broker.kill();
     let not_ready_after =
         support::await_readiness(&http, &base, 503, Some("broker"), Duration::from_secs(15)).await;
-    let before = answers.lock().unwrap().len();
+    let before = load.count();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let during_outage = answers.lock().unwrap().len() - before;
+    let during_outage = load.count() - before;
     broker.resume();
     let resumed_at = Instant::now();
     let ready_after =
         support::await_readiness(&http, &base, 200, None, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.await.unwrap();
-    }
-    let answers = answers.lock().unwrap().clone();
+    let answers: Vec<Answer> = load.stop().await;
     let refused: Vec<_> = answers.iter().filter(|a| a.0 != 202).collect();
     assert!(
         refused.is_empty(),

@@ -5,10 +5,10 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use maas_platform::{Config, Platform};
+use support::load::Load;
 use support::own_postgres::{Certificates, OwnPostgres};
 
 const QUOTA: i64 = 1_000_000;
@@ -52,21 +52,11 @@ async fn postgres_restart_under_load() {
     let key = support::create_key(&http, &admin_base, &tenant).await;
 
     // Uploads from three clients until told to stop: (answer, seconds it took, model id).
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
-    let mut clients = Vec::new();
-    for c in 0..3 {
-        let (http, base, key, stop, answers) = (
-            http.clone(),
-            base.clone(),
-            key.clone(),
-            stop.clone(),
-            answers.clone(),
-        );
-        clients.push(tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                n += 1;
+    let load = {
+        let (http, base, key) = (http.clone(), base.clone(), key.clone());
+        Load::start(3, Duration::from_millis(20), move |c, n| {
+            let (http, base, key) = (http.clone(), base.clone(), key.clone());
+            async move {
                 let started = Instant::now();
                 let sent = http
                     .post(format!("{base}/v1/models"))
@@ -84,35 +74,27 @@ async fn postgres_restart_under_load() {
                     }
                     Err(_) => (0, None),
                 };
-                answers
-                    .lock()
-                    .unwrap()
-                    .push((code, started.elapsed().as_secs_f64(), id));
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                (code, started.elapsed().as_secs_f64(), id)
             }
-        }));
-    }
+        })
+    };
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(support::readiness(&http, &base).await.0, 200);
-    let before_outage = answers.lock().unwrap().len();
+    let before_outage = load.count();
     pg.stop();
     // Readiness follows the outage.
     let not_ready_after =
         support::await_readiness(&http, &base, 503, Some("database"), Duration::from_secs(10))
             .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let during_outage = answers.lock().unwrap()[before_outage..].to_vec();
+    let during_outage = load.seen()[before_outage..].to_vec();
     pg.resume();
     let ready_after =
         support::await_readiness(&http, &base, 200, None, Duration::from_secs(20)).await;
-    let after_resume = answers.lock().unwrap().len();
+    let after_resume = load.count();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for c in clients {
-        c.await.unwrap();
-    }
-    let answers = answers.lock().unwrap().clone();
+    let answers: Vec<Answer> = load.stop().await;
 
     // During the outage: quick 503s, nothing else.
     let refused: Vec<_> = during_outage.iter().filter(|a| a.0 == 503).collect();

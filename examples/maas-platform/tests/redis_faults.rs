@@ -6,11 +6,10 @@
 mod support;
 
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use maas_platform::{Config, Platform};
+use support::load::Load;
 
 /// A redis-server on a free port; killed when dropped.
 struct OwnRedis {
@@ -85,19 +84,12 @@ async fn redis_restart_under_load() {
     )
     .await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let answers = Arc::new(std::sync::Mutex::new(Vec::<(u16, f64)>::new()));
-    let mut clients = Vec::new();
-    for _ in 0..2 {
-        let (http, base, key, stop, answers) = (
-            http.clone(),
-            base.clone(),
-            key.clone(),
-            stop.clone(),
-            answers.clone(),
-        );
-        clients.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
+    // (status, seconds) of each request.
+    let load = {
+        let (http, base, key) = (http.clone(), base.clone(), key.clone());
+        Load::start(2, Duration::from_millis(10), move |_, _| {
+            let (http, base, key) = (http.clone(), base.clone(), key.clone());
+            async move {
                 let started = Instant::now();
                 let code = match http
                     .get(format!("{base}/v1/models"))
@@ -109,14 +101,10 @@ async fn redis_restart_under_load() {
                     Ok(r) => r.status().as_u16(),
                     Err(_) => 0,
                 };
-                answers
-                    .lock()
-                    .unwrap()
-                    .push((code, started.elapsed().as_secs_f64()));
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                (code, started.elapsed().as_secs_f64())
             }
-        }));
-    }
+        })
+    };
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(support::readiness(&http, &base).await.0, 200);
@@ -128,11 +116,7 @@ async fn redis_restart_under_load() {
     let ready_after =
         support::await_readiness(&http, &base, 200, None, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.await.unwrap();
-    }
-    let answers = answers.lock().unwrap().clone();
+    let answers: Vec<(u16, f64)> = load.stop().await;
     let failed: Vec<_> = answers.iter().filter(|a| a.0 != 200).collect();
     assert!(
         failed.is_empty(),

@@ -258,9 +258,9 @@ impl PgRelayBuilder {
         self
     }
 
-    /// Records read and published per round (default 2000: the larger the rounds while a
-    /// backlog lasts, the less each record costs: in one benchmark run 500 a round kept up
-    /// with 0.67 × the writers' commit rate, 2000 with 0.79–0.93 ×; see docs/benchmarks.md). At most this many
+    /// Records read and published per round (default 2000). The larger the rounds while a
+    /// backlog lasts, the less each record costs: 500 a round kept up with 0.67 × the
+    /// writers' commit rate, 2000 with 0.79–0.93 × (docs/benchmarks.md). At most this many
     /// records are held in memory.
     pub fn batch(mut self, rows: u32) -> Self {
         self.batch = i64::from(rows.max(1));

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+pub mod load;
 pub mod own_broker;
 pub mod own_postgres;
 pub mod process;
