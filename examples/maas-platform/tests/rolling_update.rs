@@ -9,11 +9,11 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::load::Load;
 use support::process::PlatformProcess;
 use support::service_proxy::ServiceProxy;
 
@@ -97,8 +97,8 @@ async fn open_idle(proxy: &ServiceProxy, idle: &mut Vec<tokio::net::TcpStream>) 
     }
 }
 
-/// One request's outcome: the client, its status (0: transport error) with detail, seconds.
-type Outcome = (&'static str, u16, String, f64);
+/// One request's outcome: its status (0: transport error), the answer or error, seconds.
+type Outcome = (u16, String, f64);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_update_fails_no_request() {
@@ -146,27 +146,20 @@ async fn a_rolling_update_fails_no_request() {
     }
 
     // The load: keep-alive clients (one connection pool each) and idle connections.
-    let stop = Arc::new(AtomicBool::new(false));
-    let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
-    let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
-    let mut load = Vec::new();
-    for c in 0..5 {
-        let kind: &'static str = if c == 0 { "upload" } else { "chat" };
-        let (base, key, model_id, stop, outcomes, accepted) = (
-            base.clone(),
-            key.clone(),
-            model_id.clone(),
-            stop.clone(),
-            outcomes.clone(),
-            accepted.clone(),
-        );
-        load.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
+    // One connection pool per client, kept across its calls.
+    let send = {
+        let (base, key, model_id) = (base.clone(), key.clone(), model_id.clone());
+        let pools: Vec<reqwest::Client> = (0..5).map(|_| reqwest::Client::new()).collect();
+        move |upload: bool, c: usize, n: usize| {
+            let (base, key, model_id, http) = (
+                base.clone(),
+                key.clone(),
+                model_id.clone(),
+                pools[c].clone(),
+            );
+            async move {
                 let started = Instant::now();
-                let request = if kind == "upload" {
+                let request = if upload {
                     http.post(format!("{base}/v1/models"))
                         .query(&[("name", format!("roll-{n}"))])
                         .body(support::model_file(&format!("roll-{c}-{n}")))
@@ -177,7 +170,7 @@ async fn a_rolling_update_fails_no_request() {
                             "messages": [{ "role": "user", "content": "how are you" }]
                         }))
                 };
-                let outcome = match request
+                let (status, detail) = match request
                     .bearer_auth(&key)
                     .timeout(Duration::from_secs(30))
                     .send()
@@ -186,33 +179,27 @@ async fn a_rolling_update_fails_no_request() {
                     Ok(r) => {
                         let status = r.status().as_u16();
                         let body: Value = r.json().await.unwrap_or_default();
-                        if kind == "upload" && status == 202 {
-                            accepted
-                                .lock()
-                                .unwrap()
-                                .push(body["id"].as_str().unwrap_or_default().to_owned());
-                        }
                         (status, body.to_string())
                     }
                     Err(e) => (0, format!("{e:?}")),
                 };
-                outcomes.lock().unwrap().push((
-                    kind,
-                    outcome.0,
-                    outcome.1,
-                    started.elapsed().as_secs_f64(),
-                ));
-                tokio::time::sleep(Duration::from_millis(if kind == "upload" { 50 } else { 5 }))
-                    .await;
+                (status, detail, started.elapsed().as_secs_f64())
             }
-        }));
-    }
+        }
+    };
+    let uploads = {
+        let send = send.clone();
+        Load::start(1, Duration::from_millis(50), move |c, n| send(true, c, n))
+    };
+    let chats = Load::start(4, Duration::from_millis(5), move |c, n| {
+        send(false, c + 1, n)
+    });
     let mut idle = Vec::new();
     open_idle(&proxy, &mut idle).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // The roll: a new replica, ready, then SIGTERM to the old one — three times.
-    let roll_started = outcomes.lock().unwrap().len();
+    let roll_started = (uploads.count(), chats.count());
     let (mut generations, mut rehandled) = (0.0, 0.0);
     let mut stops = Vec::new();
     for (slot, current) in replicas.iter_mut().enumerate() {
@@ -235,22 +222,19 @@ async fn a_rolling_update_fails_no_request() {
         open_idle(&proxy, &mut idle).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let roll_ended = outcomes.lock().unwrap().len();
+    let roll_ended = (uploads.count(), chats.count());
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    for l in load {
-        l.await.unwrap();
-    }
+    let (uploads, chats) = (uploads.stop().await, chats.stop().await);
     for r in &replicas {
         let (g, s) = churn(&http, r).await;
         generations += g;
         rehandled += s;
     }
 
-    let outcomes = outcomes.lock().unwrap().clone();
-    let failed: Vec<&Outcome> = outcomes
+    let outcomes: Vec<&Outcome> = uploads.iter().chain(&chats).collect();
+    let failed: Vec<&&Outcome> = outcomes
         .iter()
-        .filter(|o| !(200..300).contains(&o.1))
+        .filter(|o| !(200..300).contains(&o.0))
         .collect();
     assert!(
         failed.is_empty(),
@@ -259,9 +243,10 @@ async fn a_rolling_update_fails_no_request() {
         outcomes.len(),
         &failed[..failed.len().min(5)]
     );
-    let mut during: Vec<f64> = outcomes[roll_started..roll_ended]
+    let mut during: Vec<f64> = uploads[roll_started.0..roll_ended.0]
         .iter()
-        .map(|o| o.3)
+        .chain(&chats[roll_started.1..roll_ended.1])
+        .map(|o| o.2)
         .collect();
     during.sort_by(f64::total_cmp);
     let p99 = during[(during.len() * 99 / 100).min(during.len() - 1)];
@@ -273,7 +258,16 @@ async fn a_rolling_update_fails_no_request() {
     }
 
     // Every accepted upload is built, once.
-    let accepted = accepted.lock().unwrap().clone();
+    let accepted: Vec<String> = uploads
+        .iter()
+        .filter(|o| o.0 == 202)
+        .map(|o| {
+            serde_json::from_str::<Value>(&o.1).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let row = db
@@ -303,7 +297,7 @@ async fn a_rolling_update_fails_no_request() {
          {} idle connections; proxy refused {}; builder group generations {generations}, \
          re-handled build tasks {rehandled}",
         outcomes.len(),
-        roll_ended - roll_started,
+        during.len(),
         p99 * 1000.0,
         accepted.len(),
         stops.iter().map(|s| format!("{s:.1}")).collect::<Vec<_>>(),
