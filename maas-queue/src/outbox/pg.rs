@@ -13,8 +13,9 @@
 //! order they were inserted. The cost: a long-running transaction anywhere in the database
 //! holds xmin back and with it the relay (the backlog metrics show it).
 //!
-//! **One round trip a round**: one statement deletes the rows the broker acknowledged last
-//! round and reads the next batch. The relay's session commits asynchronously
+//! **One round trip a round**: the delete of the rows the broker acknowledged last round and
+//! the read of the next batch are prepared once per session and sent together (pipelined);
+//! the delete commits before the read takes its snapshot. The relay's session commits asynchronously
 //! (`synchronous_commit = off`): a delete lost in a database crash publishes its records
 //! once more — at least once still holds, and [`Deduplicator`](super::Deduplicator) drops
 //! the repeat — and the relay never queues behind the business transactions' WAL flushes.
@@ -53,6 +54,7 @@ use futures::StreamExt;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, GenericClient, NoTls, Socket};
 
 use super::relay::{self, Report};
@@ -260,7 +262,7 @@ impl PgRelayBuilder {
 
     /// Records read and published per round (default 2000). The larger the rounds while a
     /// backlog lasts, the less each record costs: 500 a round kept up with 0.67 × the
-    /// writers' commit rate, 2000 with 0.79–0.93 × (docs/benchmarks.md). At most this many
+    /// writers' commit rate, 2000 with 0.71–0.93 × (docs/benchmarks.md). At most this many
     /// records are held in memory.
     pub fn batch(mut self, rows: u32) -> Self {
         self.batch = i64::from(rows.max(1));
@@ -348,20 +350,25 @@ async fn session(
     client
         .batch_execute(&format!("SET synchronous_commit = off; LISTEN {table}"))
         .await?;
-    // One round trip per round: delete what the broker acknowledged last round and read the
-    // next batch. The read sees the table as before the delete, so it leaves those rows out.
-    let round = format!(
-        "WITH published AS (DELETE FROM {table} WHERE id = ANY($2))
-         SELECT id, event_id, topic, key, value, headers FROM {table}
-         WHERE xid < pg_snapshot_xmin(pg_current_snapshot()) AND id <> ALL($2)
-         ORDER BY id LIMIT $1"
-    );
-    let delete = format!("DELETE FROM {table} WHERE id = ANY($1)");
-    let backlog = format!(
-        "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 FROM {table}"
-    );
+    // Prepared once per session: a round sends no Parse and PostgreSQL plans nothing.
+    let read = client
+        .prepare(&format!(
+            "SELECT id, event_id, topic, key, value, headers FROM {table}
+             WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
+             ORDER BY id LIMIT $1"
+        ))
+        .await?;
+    let delete = client
+        .prepare(&format!("DELETE FROM {table} WHERE id = ANY($1)"))
+        .await?;
+    let lock = client.prepare("SELECT pg_try_advisory_lock($1)").await?;
+    let backlog = client
+        .prepare(&format!(
+            "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 FROM {table}"
+        ))
+        .await?;
     let mut leader = false;
-    // Acknowledged by the broker, not yet deleted: deleted by the next round's statement.
+    // Acknowledged by the broker, not yet deleted: deleted at the start of the next round.
     let mut acknowledged: Vec<i64> = Vec::new();
     loop {
         if *stopped.borrow() {
@@ -372,10 +379,7 @@ async fn session(
             return Ok(());
         }
         if !leader {
-            leader = client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&cfg.lock_key])
-                .await?
-                .get(0);
+            leader = client.query_one(&lock, &[&cfg.lock_key]).await?.get(0);
             stats
                 .leader
                 .store(leader, std::sync::atomic::Ordering::Relaxed);
@@ -387,13 +391,24 @@ async fn session(
             let row = client.query_one(&backlog, &[]).await?;
             report.backlog(row.get(0), row.get(1));
         }
-        let rows = if leader {
-            let rows = client.query(&round, &[&cfg.batch, &acknowledged]).await?;
+        let rows = if !leader {
+            Vec::new()
+        } else if acknowledged.is_empty() {
+            client.query(&read, &[&cfg.batch]).await?
+        } else {
+            // One round trip: both statements go out before the first answer. Each is its
+            // own transaction, so the delete has committed when the read takes its snapshot
+            // and the read leaves the published rows out.
+            let (ids, limit): (&[&(dyn ToSql + Sync)], &[&(dyn ToSql + Sync)]) =
+                (&[&acknowledged], &[&cfg.batch]);
+            let (deleted, rows) = futures::join!(
+                client.execute(&delete, ids),
+                client.query(&read, limit)
+            );
+            deleted?;
             report.published(stats, acknowledged.len() as u64);
             acknowledged.clear();
-            rows
-        } else {
-            Vec::new()
+            rows?
         };
         if rows.is_empty() {
             relay::pause(cfg.poll_every, Some(&wake), stopped).await;
