@@ -6,7 +6,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::retry::{RetryPolicy, millis};
+use crate::retry::RetryPolicy;
+pub(crate) use crate::retry::millis;
+use crate::xa_definition::Xa;
 
 /// A definition that cannot run. Returned by `build()`; never a panic.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -250,7 +252,7 @@ pub(crate) fn is_traceparent(tp: &str) -> bool {
         if *v == "00" && hex(t, 32) && nonzero(t) && hex(s, 16) && nonzero(s) && hex(f, 2))
 }
 
-fn check_traceparent(tp: Option<&str>) -> Result<(), DefinitionError> {
+pub(crate) fn check_traceparent(tp: Option<&str>) -> Result<(), DefinitionError> {
     match tp {
         Some(tp) if !is_traceparent(tp) => Err(DefinitionError::InvalidTraceparent(
             tp.chars().take(64).collect(),
@@ -259,7 +261,7 @@ fn check_traceparent(tp: Option<&str>) -> Result<(), DefinitionError> {
     }
 }
 
-fn check_steps(steps: &[Step]) -> Result<(), DefinitionError> {
+pub(crate) fn check_steps(steps: &[Step]) -> Result<(), DefinitionError> {
     let mut seen = HashSet::new();
     for s in steps {
         if s.name.trim().is_empty() || s.participant.trim().is_empty() {
@@ -450,14 +452,17 @@ pub enum TransactionKind {
     Saga,
     /// A [`Tcc`] transaction.
     Tcc,
+    /// An [`Xa`] (two-phase commit) transaction.
+    Xa,
 }
 
 impl TransactionKind {
-    /// `saga` or `tcc`.
+    /// `saga`, `tcc` or `xa`.
     pub fn as_str(self) -> &'static str {
         match self {
             TransactionKind::Saga => "saga",
             TransactionKind::Tcc => "tcc",
+            TransactionKind::Xa => "xa",
         }
     }
 }
@@ -468,7 +473,7 @@ impl std::fmt::Display for TransactionKind {
     }
 }
 
-/// A saga or a TCC: what the engine stores as the intent and drives.
+/// A saga, a TCC or an XA transaction: what the engine stores as the intent and drives.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Transaction {
@@ -476,6 +481,8 @@ pub enum Transaction {
     Saga(Saga),
     /// A TCC transaction.
     Tcc(Tcc),
+    /// An XA (two-phase commit) transaction.
+    Xa(Xa),
 }
 
 impl Transaction {
@@ -484,6 +491,7 @@ impl Transaction {
         match self {
             Transaction::Saga(s) => &s.name,
             Transaction::Tcc(t) => &t.name,
+            Transaction::Xa(x) => &x.name,
         }
     }
 
@@ -492,6 +500,7 @@ impl Transaction {
         match self {
             Transaction::Saga(s) => &s.steps,
             Transaction::Tcc(t) => &t.branches,
+            Transaction::Xa(x) => &x.branches,
         }
     }
 
@@ -500,14 +509,16 @@ impl Transaction {
         match self {
             Transaction::Saga(s) => s.traceparent.as_deref(),
             Transaction::Tcc(t) => t.traceparent.as_deref(),
+            Transaction::Xa(x) => x.traceparent.as_deref(),
         }
     }
 
-    /// Whether it is a saga or a TCC.
+    /// Whether it is a saga, a TCC or an XA transaction.
     pub fn kind(&self) -> TransactionKind {
         match self {
             Transaction::Saga(_) => TransactionKind::Saga,
             Transaction::Tcc(_) => TransactionKind::Tcc,
+            Transaction::Xa(_) => TransactionKind::Xa,
         }
     }
 
@@ -519,7 +530,7 @@ impl Transaction {
     pub(crate) fn resolve(self) -> Result<Self, DefinitionError> {
         match self {
             Transaction::Saga(s) => s.resolve().map(Transaction::Saga),
-            t @ Transaction::Tcc(_) => Ok(t),
+            t @ (Transaction::Tcc(_) | Transaction::Xa(_)) => Ok(t),
         }
     }
 }
@@ -533,6 +544,12 @@ impl From<Saga> for Transaction {
 impl From<Tcc> for Transaction {
     fn from(t: Tcc) -> Self {
         Transaction::Tcc(t)
+    }
+}
+
+impl From<Xa> for Transaction {
+    fn from(x: Xa) -> Self {
+        Transaction::Xa(x)
     }
 }
 

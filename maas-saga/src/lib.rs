@@ -79,6 +79,8 @@ mod operation;
 mod participant;
 mod retry;
 pub mod store;
+pub mod xa;
+mod xa_definition;
 
 pub use definition::{
     DefinitionError, Saga, SagaBuilder, Step, Tcc, TccBuilder, Transaction, TransactionKind,
@@ -93,6 +95,7 @@ pub use operation::{Operation, UnknownOperation};
 pub use participant::{BoxError, BranchCall, Participant, Reply, participant};
 pub use retry::RetryPolicy;
 pub use store::{MemoryStore, SagaStore};
+pub use xa_definition::{Xa, XaBuilder};
 
 #[cfg(feature = "postgres")]
 pub use deadpool_postgres;

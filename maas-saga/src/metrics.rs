@@ -8,8 +8,9 @@
 //! | `maas_saga_in_flight` | gauge | |
 //! | `maas_saga_recovery_claims_total` | counter | |
 //! | `maas_saga_stuck_undo_total` | counter | `op`: compensations, confirms, cancels past the alert threshold |
+//! | `maas_saga_xa_oldest_prepared_seconds` | gauge | `branch`: age of the oldest prepared transaction left there at the last recovery pass (0: none) |
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::{Operation, Status};
 
@@ -22,6 +23,7 @@ pub struct SagaMetrics {
     in_flight: IntGauge,
     claims: IntCounter,
     stuck: IntCounterVec,
+    xa_oldest: GaugeVec,
 }
 
 impl SagaMetrics {
@@ -64,6 +66,13 @@ impl SagaMetrics {
                 ),
                 &["op"],
             )?,
+            xa_oldest: GaugeVec::new(
+                Opts::new(
+                    "maas_saga_xa_oldest_prepared_seconds",
+                    "Age of the oldest prepared XA transaction left in a branch database at the last recovery pass (0: none).",
+                ),
+                &["branch"],
+            )?,
         };
         registry.register(Box::new(m.finished.clone()))?;
         registry.register(Box::new(m.calls.clone()))?;
@@ -71,6 +80,7 @@ impl SagaMetrics {
         registry.register(Box::new(m.in_flight.clone()))?;
         registry.register(Box::new(m.claims.clone()))?;
         registry.register(Box::new(m.stuck.clone()))?;
+        registry.register(Box::new(m.xa_oldest.clone()))?;
         Ok(m)
     }
 
@@ -96,5 +106,10 @@ impl SagaMetrics {
 
     pub(crate) fn stuck(&self, op: Operation) {
         self.stuck.with_label_values(&[op.as_str()]).inc();
+    }
+
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn xa_oldest_prepared(&self, branch: &str, seconds: f64) {
+        self.xa_oldest.with_label_values(&[branch]).set(seconds);
     }
 }

@@ -71,4 +71,15 @@ impl Observer {
         }
         let _ = n;
     }
+
+    /// The oldest prepared transaction left in XA branch `branch` is `seconds` old (0:
+    /// none).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn xa_oldest_prepared(&self, branch: &str, seconds: f64) {
+        #[cfg(feature = "prometheus")]
+        if let Some(m) = &self.metrics {
+            m.xa_oldest_prepared(branch, seconds);
+        }
+        let _ = (branch, seconds);
+    }
 }

@@ -40,6 +40,9 @@ pub struct BranchCall {
     pub traceparent: Option<String>,
     /// For TCC tries: how long the reservation may stay unconfirmed.
     pub ttl: Option<Duration>,
+    /// For branches of an XA transaction: the branch's global transaction id (the name of
+    /// its prepared transaction).
+    pub xa_gid: Option<String>,
 }
 
 /// A participant's definite answer.

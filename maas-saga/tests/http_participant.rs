@@ -32,6 +32,7 @@ fn call(op: Operation) -> BranchCall {
         attempt: 2,
         traceparent: Some("00-0123456789abcdef0123456789abcdef-0123456789abcdef-01".into()),
         ttl: Some(Duration::from_millis(1500)),
+        xa_gid: None,
     }
 }
 

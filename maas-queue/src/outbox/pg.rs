@@ -401,10 +401,8 @@ async fn session(
             // and the read leaves the published rows out.
             let (ids, limit): (&[&(dyn ToSql + Sync)], &[&(dyn ToSql + Sync)]) =
                 (&[&acknowledged], &[&cfg.batch]);
-            let (deleted, rows) = futures::join!(
-                client.execute(&delete, ids),
-                client.query(&read, limit)
-            );
+            let (deleted, rows) =
+                futures::join!(client.execute(&delete, ids), client.query(&read, limit));
             deleted?;
             report.published(stats, acknowledged.len() as u64);
             acknowledged.clear();

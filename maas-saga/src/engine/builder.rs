@@ -27,6 +27,8 @@ impl Engine {
             owner: None,
             settings: Settings::default(),
             trace_context: None,
+            #[cfg(feature = "postgres")]
+            xa: Vec::new(),
             #[cfg(feature = "prometheus")]
             metrics: None,
         }
@@ -56,6 +58,8 @@ pub struct EngineBuilder {
     owner: Option<String>,
     settings: Settings,
     trace_context: Option<super::trace::TraceContext>,
+    #[cfg(feature = "postgres")]
+    xa: Vec<(String, crate::xa::XaBranch)>,
     #[cfg(feature = "prometheus")]
     metrics: Option<crate::metrics::SagaMetrics>,
 }
@@ -77,6 +81,20 @@ impl EngineBuilder {
     /// Registers a participant under the name steps refer to.
     pub fn participant(mut self, name: impl Into<String>, participant: Participant) -> Self {
         self.participants.insert(name.into(), participant);
+        self
+    }
+
+    /// Registers an XA branch database under the name the branches of [`Xa`](crate::Xa)
+    /// transactions refer to (feature `postgres`). [`start`](EngineBuilder::start) checks
+    /// that it can prepare transactions and creates its marker table; each recovery pass
+    /// resolves the prepared transactions a crash left in it (see [`xa`](crate::xa)).
+    #[cfg(feature = "postgres")]
+    pub fn xa_branch(mut self, name: impl Into<String>, branch: crate::xa::XaBranch) -> Self {
+        let name = name.into();
+        self.participants
+            .insert(name.clone(), crate::participant(branch.clone()));
+        self.xa.retain(|(n, _)| *n != name);
+        self.xa.push((name, branch));
         self
     }
 
@@ -154,12 +172,14 @@ impl EngineBuilder {
         self
     }
 
-    /// Validates the settings, then starts the engine: an immediate recovery pass, then
-    /// background recovery, lease renewal and garbage collection. Needs a tokio runtime.
+    /// Validates the settings and the XA branch databases, then starts the engine: an
+    /// immediate recovery pass, then background recovery, lease renewal and garbage
+    /// collection. Needs a tokio runtime.
     ///
     /// Durations longer than [`MAX_DURATION`](crate::MAX_DURATION) are clamped to it; a
     /// setting that cannot work is [`EngineError::Config`], returned before the store is
-    /// touched.
+    /// touched; an XA branch database that cannot prepare transactions is
+    /// `EngineError::Xa`.
     ///
     /// # Cancel safety
     ///
@@ -167,6 +187,13 @@ impl EngineBuilder {
     /// recovery pass had claimed are recovered after their new lease expires.
     pub async fn start(self) -> Result<Engine, EngineError> {
         let settings = self.settings.validated()?;
+        #[cfg(feature = "postgres")]
+        for (name, branch) in &self.xa {
+            branch.install(name).await.map_err(|e| EngineError::Xa {
+                branch: name.clone(),
+                error: Arc::new(e),
+            })?;
+        }
         let owner = self
             .owner
             .unwrap_or_else(|| format!("engine-{}", uuid::Uuid::new_v4().simple()));
@@ -180,6 +207,8 @@ impl EngineBuilder {
             },
             alert_after: settings.alert_after,
             trace_context: self.trace_context,
+            #[cfg(feature = "postgres")]
+            xa: self.xa,
             #[cfg(feature = "prometheus")]
             observer: Observer::new(self.metrics),
             #[cfg(not(feature = "prometheus"))]

@@ -128,7 +128,11 @@ impl Drive {
                 deadline: self.deadline,
                 ttl: match &*self.transaction {
                     Transaction::Tcc(t) => Some(t.ttl),
-                    Transaction::Saga(_) => None,
+                    Transaction::Saga(_) | Transaction::Xa(_) => None,
+                },
+                coordinator: match &*self.transaction {
+                    Transaction::Xa(x) => Some(x.coordinator.clone()),
+                    Transaction::Saga(_) | Transaction::Tcc(_) => None,
                 },
                 retry_now: Notify::new(),
                 stop: Stop::default(),
@@ -247,6 +251,8 @@ struct Ops {
     deadline: Option<Instant>,
     /// A TCC's TTL, sent with its tries.
     ttl: Option<Duration>,
+    /// An XA transaction's coordinator, part of its branches' global transaction ids.
+    coordinator: Option<String>,
     /// Woken by an operator's retry request.
     retry_now: Notify,
     stop: Stop,
@@ -286,6 +292,9 @@ impl Ops {
                 attempt,
                 traceparent: Some(traceparent(&self.trace)),
                 ttl: if op == Operation::Try { self.ttl } else { None },
+                xa_gid: self.coordinator.as_ref().and_then(|c| {
+                    crate::xa_definition::gid(c, &self.saga_id, &step.name)
+                }),
             };
             let outcome = tokio::time::timeout(crate::duration::clamp(step.timeout), participant.clone().oneshot(call)).await;
             let unknown = match outcome {

@@ -15,6 +15,37 @@ pub enum EngineError {
         /// The participant name.
         participant: String,
     },
+    /// A branch of an XA transaction names a participant that is not an XA branch
+    /// (registered with `EngineBuilder::xa_branch`).
+    #[error(
+        "XA branch `{step}` names participant `{participant}`, which is not an XA branch database"
+    )]
+    NotXaBranch {
+        /// The branch.
+        step: String,
+        /// The participant name.
+        participant: String,
+    },
+    /// The global transaction id of an XA branch would be longer than PostgreSQL's 199
+    /// bytes (engine name, transaction id and branch name together).
+    #[error(
+        "the global transaction id of XA branch `{step}` would be longer than 199 bytes; use a shorter engine name, transaction id or branch name"
+    )]
+    XaGidTooLong {
+        /// The branch.
+        step: String,
+    },
+    /// An XA branch database cannot take part (prepared transactions disabled, the
+    /// database unreachable at start); nothing was started.
+    #[cfg(feature = "postgres")]
+    #[error("XA branch `{branch}`: {error}")]
+    Xa {
+        /// The branch.
+        branch: String,
+        /// What is wrong.
+        #[source]
+        error: std::sync::Arc<crate::xa::XaError>,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

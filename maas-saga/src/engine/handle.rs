@@ -123,7 +123,7 @@ impl Engine {
         id: SagaId,
         transaction: impl Into<Transaction>,
     ) -> Result<bool, EngineError> {
-        let transaction = transaction.into();
+        let mut transaction = transaction.into();
         let runtime = &self.supervisor().runtime;
         for step in transaction.steps() {
             if !runtime.registry.contains(&step.participant) {
@@ -133,9 +133,26 @@ impl Engine {
                 });
             }
         }
+        if let Transaction::Xa(x) = &mut transaction {
+            x.coordinator = runtime.lease.owner.clone();
+            for step in &x.branches {
+                if !runtime.is_xa_branch(&step.participant) {
+                    return Err(EngineError::NotXaBranch {
+                        step: step.name.clone(),
+                        participant: step.participant.clone(),
+                    });
+                }
+                if crate::xa_definition::gid(&x.coordinator, &id, &step.name).is_none() {
+                    return Err(EngineError::XaGidTooLong {
+                        step: step.name.clone(),
+                    });
+                }
+            }
+        }
         let deadline_after = match &transaction {
             Transaction::Saga(s) => s.deadline,
             Transaction::Tcc(t) => Some(t.ttl),
+            Transaction::Xa(x) => Some(x.timeout),
         };
         let created = runtime
             .store
@@ -154,6 +171,7 @@ impl Engine {
         let machine = match &transaction {
             Transaction::Saga(s) => Machine::Saga(SagaMachine::new(s.deps.clone())),
             Transaction::Tcc(t) => Machine::Tcc(TccMachine::new(t.branches.len())),
+            Transaction::Xa(x) => Machine::Tcc(TccMachine::new(x.branches.len())),
         };
         let deadline = deadline_after.map(|d| crate::duration::system_after(SystemTime::now(), d));
         self.supervisor().spawn(

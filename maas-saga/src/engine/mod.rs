@@ -8,6 +8,7 @@
 //! | `supervisor.rs` | the live table; recovery, renewal and GC loops | driver, runtime |
 //! | `driver.rs` | one transaction: machine commands → participant calls | runtime |
 //! | `runtime.rs` | what a driver may use: store writes, participants, lease, observer | |
+//! | `xa_scan.rs` | the XA part of a recovery pass: prepared transactions left behind | runtime |
 //! | `view.rs`, `error.rs`, `trace.rs` | what callers see, errors, trace context | |
 //!
 //! Dependencies point down the table: a driver never reaches into the supervisor.
@@ -21,6 +22,8 @@ mod settings;
 mod supervisor;
 mod trace;
 mod view;
+#[cfg(feature = "postgres")]
+mod xa_scan;
 
 pub use builder::EngineBuilder;
 pub use error::{ConfigError, EngineError};

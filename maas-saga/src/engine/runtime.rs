@@ -20,9 +20,23 @@ pub(crate) struct Runtime {
     pub(crate) observer: Observer,
     /// Continues a span in a stored trace, when the application gave a way to.
     pub(crate) trace_context: Option<super::trace::TraceContext>,
+    /// The XA branch databases, by participant name.
+    #[cfg(feature = "postgres")]
+    pub(crate) xa: Vec<(String, crate::xa::XaBranch)>,
 }
 
 impl Runtime {
+    /// Whether `participant` is an XA branch database.
+    pub(crate) fn is_xa_branch(&self, participant: &str) -> bool {
+        #[cfg(feature = "postgres")]
+        return self.xa.iter().any(|(name, _)| name == participant);
+        #[cfg(not(feature = "postgres"))]
+        {
+            let _ = participant;
+            false
+        }
+    }
+
     /// Writes a decision (roll back, or commit a TCC), retrying transient store errors.
     /// `false` if the lease is gone.
     pub(crate) async fn record_decision(

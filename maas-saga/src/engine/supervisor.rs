@@ -199,6 +199,8 @@ impl Supervisor {
             self.resume(record);
         }
         self.runtime.observer.claimed(count);
+        #[cfg(feature = "postgres")]
+        self.resolve_prepared().await?;
         Ok(count)
     }
 
@@ -220,6 +222,12 @@ impl Supervisor {
                 Machine::Tcc(TccMachine::confirming(t.branches.len()))
             }
             Transaction::Tcc(t) => Machine::Tcc(TccMachine::recovered(t.branches.len())),
+            // Two-phase commit presumes abort: without a durable decision to commit, every
+            // branch is rolled back (a branch never prepared is a no-op).
+            Transaction::Xa(x) if record.status == Status::Committing => {
+                Machine::Tcc(TccMachine::confirming(x.branches.len()))
+            }
+            Transaction::Xa(x) => Machine::Tcc(TccMachine::cancelling(x.branches.len())),
         };
         tracing::info!(saga.id = %record.id, status = %record.status, "recovering transaction");
         self.spawn(
@@ -271,6 +279,8 @@ impl Supervisor {
 
     /// Deletes finished transactions past the retention.
     async fn gc(&self) -> Result<(), StoreError> {
+        #[cfg(feature = "postgres")]
+        self.delete_old_markers().await;
         let n = self.runtime.store.gc(self.settings.retention).await?;
         if n > 0 {
             tracing::info!(deleted = n, "deleted old finished transactions");

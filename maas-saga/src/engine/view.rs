@@ -23,7 +23,7 @@ pub struct SagaView {
     pub id: SagaId,
     /// Its name.
     pub name: String,
-    /// Saga or TCC.
+    /// Saga, TCC or XA.
     pub kind: TransactionKind,
     /// Its status.
     pub status: Status,
