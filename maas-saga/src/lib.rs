@@ -80,10 +80,10 @@ mod participant;
 mod retry;
 pub mod store;
 pub mod xa;
-mod xa_definition;
 
 pub use definition::{
-    DefinitionError, Saga, SagaBuilder, Step, Tcc, TccBuilder, Transaction, TransactionKind,
+    DefinitionError, Saga, SagaBuilder, Step, Tcc, TccBuilder, Transaction, TransactionKind, Xa,
+    XaBuilder,
 };
 pub use duration::MAX_DURATION;
 pub use engine::{ConfigError, Engine, EngineBuilder, EngineError, Outcome, SagaView};
@@ -95,7 +95,6 @@ pub use operation::{Operation, UnknownOperation};
 pub use participant::{BoxError, BranchCall, Participant, Reply, participant};
 pub use retry::RetryPolicy;
 pub use store::{MemoryStore, SagaStore};
-pub use xa_definition::{Xa, XaBuilder};
 
 #[cfg(feature = "postgres")]
 pub use deadpool_postgres;

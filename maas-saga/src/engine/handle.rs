@@ -142,7 +142,7 @@ impl Engine {
                         participant: step.participant.clone(),
                     });
                 }
-                if crate::xa_definition::gid(&x.coordinator, &id, &step.name).is_none() {
+                if crate::definition::gid(&x.coordinator, &id, &step.name).is_none() {
                     return Err(EngineError::XaGidTooLong {
                         step: step.name.clone(),
                     });
