@@ -6,8 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::retry::RetryPolicy;
-pub(crate) use crate::retry::millis;
+use crate::retry::{RetryPolicy, millis};
 
 /// A definition that cannot run. Returned by `build()`; never a panic.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -554,12 +553,6 @@ impl XaBuilder {
             coordinator: String::new(),
         })
     }
-}
-
-/// The global transaction id of `branch` of XA transaction `saga` submitted by
-/// `coordinator`; `None` when PostgreSQL would refuse it as too long.
-pub(crate) fn gid(coordinator: &str, saga: &crate::SagaId, branch: &str) -> Option<String> {
-    crate::xa::Gid::new(coordinator, saga, branch).encode()
 }
 
 /// The kind of a [`Transaction`]; its name is the `kind` column of the SQL stores.

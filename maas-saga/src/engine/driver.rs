@@ -293,7 +293,7 @@ impl Ops {
                 traceparent: Some(traceparent(&self.trace)),
                 ttl: if op == Operation::Try { self.ttl } else { None },
                 xa_gid: self.coordinator.as_ref().and_then(|c| {
-                    crate::definition::gid(c, &self.saga_id, &step.name)
+                    crate::xa::Gid::new(c, &self.saga_id, &step.name).encode()
                 }),
             };
             let outcome = tokio::time::timeout(crate::duration::clamp(step.timeout), participant.clone().oneshot(call)).await;

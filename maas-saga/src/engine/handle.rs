@@ -142,7 +142,10 @@ impl Engine {
                         participant: step.participant.clone(),
                     });
                 }
-                if crate::definition::gid(&x.coordinator, &id, &step.name).is_none() {
+                if crate::xa::Gid::new(&x.coordinator, &id, &step.name)
+                    .encode()
+                    .is_none()
+                {
                     return Err(EngineError::XaGidTooLong {
                         step: step.name.clone(),
                     });

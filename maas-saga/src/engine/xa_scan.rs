@@ -39,7 +39,7 @@ impl Supervisor {
                     }
                 };
                 match decision {
-                    Some(commit) => match recovery::resolve(branch, &p.gid, commit).await {
+                    Some(commit) => match branch.finish(&p.gid, commit).await {
                         Ok(()) => {
                             tracing::info!(branch = %name, gid = %p.gid, commit, "resolved a prepared transaction left behind")
                         }

@@ -126,19 +126,22 @@ impl XaBranch {
         Ok(())
     }
 
-    /// Phase 1: the marker, the work, `PREPARE TRANSACTION`. A repeated call finds the
-    /// branch already prepared and answers done.
+    /// Phase 1: the marker, the work, `PREPARE TRANSACTION`. A retry finds the branch
+    /// already prepared and answers done. (A first attempt needs no look: a transaction
+    /// recovered before its decision is rolled back, never tried again.)
     async fn prepare(&self, gid: &str, call: &BranchCall) -> Result<Reply, BoxError> {
         let mut client = self.pool.get().await.map_err(XaError::from)?;
-        let already = client
-            .query_opt(
-                "SELECT 1 FROM pg_prepared_xacts WHERE gid = $1 AND database = current_database()",
-                &[&gid],
-            )
-            .await
-            .map_err(XaError::from)?;
-        if already.is_some() {
-            return Ok(Reply::Done);
+        if call.attempt > 1 {
+            let already = client
+                .query_opt(
+                    "SELECT 1 FROM pg_prepared_xacts WHERE gid = $1 AND database = current_database()",
+                    &[&gid],
+                )
+                .await
+                .map_err(XaError::from)?;
+            if already.is_some() {
+                return Ok(Reply::Done);
+            }
         }
         let tx = client.transaction().await.map_err(XaError::from)?;
         // The marker commits with the branch, so phase 2 can tell a committed branch from a

@@ -40,12 +40,6 @@ pub(crate) async fn prepared(branch: &XaBranch) -> Result<Vec<Prepared>, XaError
         .collect())
 }
 
-/// Commits or rolls back the prepared transaction `gid` (resolved by its marker when it is
-/// already gone).
-pub(crate) async fn resolve(branch: &XaBranch, gid: &str, commit: bool) -> Result<(), XaError> {
-    branch.finish(gid, commit).await
-}
-
 /// Deletes markers older than `retention` (their transactions finished long ago); returns
 /// how many.
 pub(crate) async fn delete_old_markers(
